@@ -1,0 +1,62 @@
+"""How mpsearch writes a study into Optuna's storage: the one place that names the keys.
+
+- ``study.user_attrs[SPEC_KEY]``: the study spec (see :class:`StudySpec`): network, menu, objectives,
+  backend provenance, device, sampler and its settings, hypervolume reference point.
+- ``study.metric_names``: the objective names, in order; directions match.
+- ``trial.params``: one entry per decision (tied group or layer) → format name.
+- ``trial.user_attrs``:
+    - ``config``: the per-layer formats, ``"fp8_e4m3,int8,fp16,..."`` (layer order);
+    - ``device``: the device the trial's latency belongs to, and the latency attributes of
+      :meth:`mpsearch.backends.base.LatencyResult.as_attrs` (``latency_source``, ...);
+    - ``repeat_of``: set when the configuration was already measured in this study; the values are
+      copied from that trial, nothing was measured again;
+    - ``fail_reason``: why a FAILED trial failed (one line);
+    - ``worker``: host:pid of the process that ran it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SPEC_KEY = "mpsearch_spec"
+CONFIG_ATTR = "config"
+REPEAT_ATTR = "repeat_of"
+FAIL_ATTR = "fail_reason"
+DEVICE_ATTR = "device"
+WORKER_ATTR = "worker"
+STOP_ATTR = "stop_reason"  # study attr: why the last search stopped
+
+
+@dataclass
+class StudySpec:
+    """Everything a stored study must keep to be resumed and compared honestly."""
+
+    network: dict[str, Any]  # Network.to_dict()
+    fingerprint: str  # Network.fingerprint()
+    menu: list[str]
+    objectives: list[dict[str, str]]  # [{"name", "direction", "spec"}]
+    backend: dict[str, Any]  # LatencyBackend.provenance(): backend, source, device, arch, versions
+    sampler: dict[str, Any]  # {"name", "seed", ...settings}
+    mpsearch_version: str
+    reference_point: list[float] | None = None
+    exhaustive: bool = False  # written by `mpsearch enumerate`: every configuration of the space
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        return str(self.backend.get("device", "?"))
+
+    def to_attr(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_attr(cls, data: dict[str, Any]) -> "StudySpec":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def read_spec(study: Any) -> StudySpec | None:
+    """The spec stored in an Optuna study, or None if it is not an mpsearch study."""
+    data = study.user_attrs.get(SPEC_KEY)
+    return StudySpec.from_attr(data) if data else None
