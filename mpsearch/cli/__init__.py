@@ -45,10 +45,18 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):  #
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _quiet_optuna() -> None:
+    """mpsearch prints its own progress; Optuna's per-trial INFO lines would drown it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _warning_line
+    _quiet_optuna()
     try:
         return int(args.func(args) or 0)
     except MpsearchError as err:

@@ -1,0 +1,5 @@
+import sys
+
+from mpsearch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""``mpsearch env``: versions, the GPU if any, and which backend ``auto`` would pick (and why)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import platform
+import shutil
+import subprocess
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("env", help="versions, GPU, and the backend auto would pick",
+                       description="Print what mpsearch sees on this machine.",
+                       epilog="example: mpsearch env --network llama8b-block-decode")
+    p.add_argument("--network", default="mlp6", help="network to ask `auto` about (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def gpu_summary() -> str:
+    """GPUs as nvidia-smi lists them, without importing CUDA into this process."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return "none found (no nvidia-smi on PATH)"
+    try:
+        out = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"nvidia-smi failed: {err}"
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return "; ".join(lines) if out.returncode == 0 and lines else f"none usable (nvidia-smi: {out.stderr.strip()[:200]})"
+
+
+def run(args: argparse.Namespace) -> int:
+    from mpsearch import __version__
+    from mpsearch.backends import make_backend
+    from mpsearch.errors import MpsearchError
+    from mpsearch.network import resolve_network
+
+    print(f"mpsearch {__version__}, Python {platform.python_version()} ({platform.machine()}, {platform.system()})")
+    for dist in ("optuna", "numpy", "pandas", "moocore", "nvidia-cutlass", "cuda-python", "torch", "matplotlib", "plotly"):
+        print(f"  {dist:15s} {_version(dist)}")
+    print(f"GPU: {gpu_summary()}")
+    network = resolve_network(args.network)
+    try:
+        backend, reason = make_backend("auto", network)
+        print(f"backend auto for {network.name}: {reason}")
+        backend.close()
+    except MpsearchError as err:
+        print(f"backend auto for {network.name}: none usable: {err}")
+    return 0

@@ -1,0 +1,305 @@
+"""``mpsearch search``, ``resume`` and ``enumerate``: run a study, continue one, or measure a whole
+small space (the ground truth a search is compared with)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mpsearch.errors import InvalidSpecError, UnsupportedConfigError
+
+DEFAULT_OBJECTIVES = ["latency", "capacity"]
+ENUMERATE_LIMIT = 5000
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _add_backend_args(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    from mpsearch.backends import backend_names
+
+    g = p.add_argument_group("latency backend")
+    g.add_argument("--backend", choices=backend_names(), default=default,
+                   help="where latency comes from: auto picks cutlass on a GPU, else replay when recorded data "
+                        "covers the network, else roofline, and says why (default: %(default)s)")
+    g.add_argument("--device", help="roofline: the GPU to model (h100, a100, h200, l40s)")
+    g.add_argument("--data", help="replay: a recording folder (default: the recordings shipped in studies/data)")
+    g.add_argument("--cache-dir", help="cutlass: compiled-kernel cache (default: ~/.cache/mpsearch/cutlass)")
+
+
+def _add_budget_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("budget (the search stops at the first one reached)")
+    g.add_argument("--trials", type=_positive_int, help="number of configurations to measure (repeats are free)")
+    g.add_argument("--timeout", type=_positive_float, help="seconds")
+    g.add_argument("--patience", type=_positive_int, help="stop when the Pareto front has not changed in N measurements")
+    g.add_argument("--target-hv", type=float, help="layerwise sampler: stop when the model is 95%% sure the front "
+                                                   "holds this fraction (e.g. 0.99) of the best hypervolume")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_space_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--formats", help="format menu, e.g. fp16,fp8,int8 (default: the device's accelerated formats)")
+    p.add_argument("--objective", action="append", metavar="SPEC",
+                   help="repeatable: latency, capacity, or [NAME=]package.module:function[:minimize|maximize] "
+                        "(default: latency and capacity)")
+
+
+def register(sub: Any) -> None:
+    from mpsearch.search.samplers import SAMPLERS
+
+    p = sub.add_parser(
+        "search", help="run a new multi-objective search",
+        description="Search per-layer number formats for NETWORK (a preset or a TOML file).",
+        epilog="example: mpsearch search mlp6 --trials 60 --sampler tpe --seed 0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("network", help="preset (mlp6, mlp6-decode, llama8b-block-prefill, ...) or TOML file")
+    p.add_argument("--study-name", help="default: the network's name")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default: %(default)s")
+    p.add_argument("--seed", type=int, help="sampler seed (reproducible proposals)")
+    _add_space_args(p)
+    _add_backend_args(p)
+    _add_budget_args(p)
+    p.set_defaults(func=run_search_command)
+
+    r = sub.add_parser(
+        "resume", help="continue a stored study",
+        description="Continue study NAME with its stored network, menu, objectives, backend and sampler. "
+                    "Anything you pass that differs from what is stored is refused, with each difference named.",
+        epilog="example: mpsearch resume mlp6 --trials 20",
+    )
+    r.add_argument("name", help="study name")
+    r.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    r.add_argument("--network", help="must match the stored network")
+    _add_space_args(r)
+    _add_backend_args(r, default=None)
+    _add_budget_args(r)
+    r.set_defaults(func=run_resume_command)
+
+    e = sub.add_parser(
+        "enumerate", help="measure every configuration of a small space (the exhaustive front)",
+        description="Measure every configuration into a study marked exhaustive; `mpsearch report` then "
+                    "compares searches of the same space with it.",
+        epilog="example: mpsearch enumerate mlp6 --formats fp16,fp8,int8",
+    )
+    e.add_argument("network")
+    e.add_argument("--study-name", help="default: NETWORK-MENU-exhaustive")
+    e.add_argument("--storage", help="default: sqlite:///studies/NAME.db")
+    e.add_argument("--limit", type=_positive_int, default=ENUMERATE_LIMIT,
+                   help="refuse spaces with more configurations than this (default: %(default)s)")
+    e.add_argument("--no-progress", action="store_true")
+    _add_space_args(e)
+    _add_backend_args(e)
+    e.set_defaults(func=run_enumerate_command)
+
+
+# --- shared steps -----------------------------------------------------------------------------
+
+class Setup:
+    """Everything a study run needs, built and checked from command-line arguments."""
+
+    def __init__(self, args: argparse.Namespace, network_spec: Any, backend_name: str,
+                 formats: str | None, objective_specs: list[str], quiet: bool = False):
+        from mpsearch.backends import make_backend
+        from mpsearch.formats import check_menu, default_menu, parse_menu
+        from mpsearch.network import Network, resolve_network
+        from mpsearch.objectives import parse_objectives
+        from mpsearch.space import SearchSpace
+
+        self.network = network_spec if isinstance(network_spec, Network) else resolve_network(network_spec)
+        self.backend, reason = make_backend(
+            backend_name, self.network, device=getattr(args, "device", None),
+            data=getattr(args, "data", None), cache_dir=getattr(args, "cache_dir", None),
+        )
+        caps = self.backend.capabilities
+        if not quiet:
+            print(f"backend: {reason}")
+        self.menu = parse_menu(formats) if formats else default_menu(caps.arch)
+        check_menu(self.menu, caps.arch)
+        missing = [f for f in self.menu if f not in caps.formats]
+        if missing:
+            raise UnsupportedConfigError(
+                f"backend {caps.name} ({caps.device}) cannot price {', '.join(missing)}; it has "
+                f"{', '.join(sorted(caps.formats))}: narrow --formats"
+            )
+        self.space = SearchSpace(self.network, self.menu)
+        self.objectives = parse_objectives(objective_specs, self.backend)
+        self.backend.prepare(self.network, self.menu)
+
+    def exact_objectives(self) -> dict[int, Any]:
+        from mpsearch.objectives import CapacityObjective
+        from mpsearch.space import capacity
+
+        net = self.network
+        return {i: (lambda c: float(capacity(net, c))) for i, o in enumerate(self.objectives)
+                if isinstance(o, CapacityObjective)}
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+
+def _print_outcome(study: Any, outcome: Any, storage_url: str) -> None:
+    import pandas as pd
+
+    from mpsearch.search.results import pareto_frame
+
+    print(f"\nstopped: {outcome.stop_reason}")
+    print(f"measured {outcome.measured} configurations ({outcome.failed} failed, {outcome.infeasible} infeasible); "
+          f"{outcome.repeats} repeated proposals answered from earlier measurements")
+    front = pareto_frame(study)
+    if front.empty:
+        print("no complete trial: no Pareto front yet")
+        return
+    sources = sorted(set(front["latency_source"]) - {""})
+    devices = sorted({t.user_attrs.get("latency_device", "") for t in study.best_trials} - {""})
+    print(f"\nPareto front of study {study.study_name} ({len(front)} configurations; latency "
+          f"{'/'.join(sources) or 'n/a'}{' on ' + ', '.join(devices) if devices else ''}):")
+    shown = front.drop(columns=["latency_source", "config"])
+    with pd.option_context("display.max_columns", 200, "display.width", 200, "display.float_format", _number):
+        print(shown.to_string(index=False))
+    short = "" if storage_url.startswith("sqlite:///studies/") else f" --storage {storage_url}"
+    print(f"\nstored in {storage_url}; next: mpsearch report {study.study_name}{short}")
+
+
+def _number(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
+
+
+def _budget(args: argparse.Namespace) -> Any:
+    from mpsearch.search.run import Budget
+
+    return Budget(trials=args.trials, timeout_s=args.timeout, patience=args.patience, target_hv=args.target_hv)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def run_search_command(args: argparse.Namespace) -> int:
+    from mpsearch.search.run import run_search
+    from mpsearch.search.samplers import build_sampler
+    from mpsearch.search.storage import default_storage_url, open_storage
+    from mpsearch.search.study import create_study, new_spec
+
+    budget = _budget(args)
+    if args.target_hv is not None and args.sampler != "layerwise":
+        raise InvalidSpecError(f"--target-hv needs a model of the front: use it with --sampler layerwise, not {args.sampler}")
+    setup = Setup(args, args.network, args.backend, args.formats, args.objective or DEFAULT_OBJECTIVES)
+    name = args.study_name or setup.network.name
+    storage_url = args.storage or default_storage_url(name)
+    storage = open_storage(storage_url)
+    sampler, settings = build_sampler(args.sampler, seed=args.seed, space=setup.space,
+                                      directions=setup.directions, exact=setup.exact_objectives())
+    spec = new_spec(setup.network, setup.menu, setup.objectives, setup.backend, settings)
+    study = create_study(storage, storage_url, name, spec, sampler)
+    print(f"study {name}: {setup.network.name} ({len(setup.network.layers)} layers, {len(setup.space.decisions)} decisions), "
+          f"menu {','.join(setup.menu)} ({setup.space.size:,} configurations), objectives "
+          f"{', '.join(f'{o.name} ({o.direction})' for o in setup.objectives)}, sampler {args.sampler}")
+    try:
+        outcome = run_search(study, setup.space, setup.objectives, budget, progress=not args.no_progress,
+                             device=setup.backend.capabilities.device)
+    finally:
+        setup.backend.close()
+    _print_outcome(study, outcome, storage_url)
+    return 0
+
+
+def run_resume_command(args: argparse.Namespace) -> int:
+    from mpsearch.network import Network
+    from mpsearch.search.run import run_search
+    from mpsearch.search.samplers import build_sampler
+    from mpsearch.search.storage import default_storage_url, open_storage
+    from mpsearch.search.study import check_resume, load_study, new_spec
+
+    budget = _budget(args)
+    storage_url = args.storage or default_storage_url(args.name)
+    storage = open_storage(storage_url)
+    study, stored = load_study(storage, storage_url, args.name)
+    network: Any = args.network or Network.from_dict(stored.network, source=f"study {args.name}")
+    backend_name = args.backend or stored.backend.get("backend", "auto")
+    if args.device is None and stored.backend.get("device_key"):
+        args.device = stored.backend["device_key"]
+    formats = args.formats or ",".join(stored.menu)
+    objective_specs = args.objective or [o.get("spec", o["name"]) for o in stored.objectives]
+    setup = Setup(args, network, backend_name, formats, objective_specs)
+    requested = new_spec(setup.network, setup.menu, setup.objectives, setup.backend, stored.sampler)
+    check_resume(stored, requested, args.name)
+    sampler_name = stored.sampler.get("name", "tpe")
+    if args.target_hv is not None and sampler_name != "layerwise":
+        raise InvalidSpecError(f"--target-hv needs --sampler layerwise; study {args.name} uses {sampler_name}")
+    base_seed = stored.sampler.get("seed")
+    seed = None if base_seed is None else base_seed + len(study.trials)
+    sampler, _ = build_sampler(sampler_name, seed=seed, space=setup.space, directions=setup.directions,
+                               exact=setup.exact_objectives(), settings=stored.sampler)
+    study.sampler = sampler
+    print(f"resuming study {args.name}: {len(study.trials)} trials stored, sampler {sampler_name}")
+    try:
+        outcome = run_search(study, setup.space, setup.objectives, budget, progress=not args.no_progress,
+                             device=setup.backend.capabilities.device)
+    finally:
+        setup.backend.close()
+    _print_outcome(study, outcome, storage_url)
+    return 0
+
+
+def run_enumerate_command(args: argparse.Namespace) -> int:
+    import optuna
+
+    from mpsearch.search.hypervolume import reference_point
+    from mpsearch.search.record import SPEC_KEY
+    from mpsearch.search.run import Budget, is_feasible, run_search
+    from mpsearch.search.storage import default_storage_url, open_storage
+    from mpsearch.search.study import create_study, new_spec
+
+    setup = Setup(args, args.network, args.backend, args.formats, args.objective or DEFAULT_OBJECTIVES)
+    size = setup.space.size
+    if size > args.limit:
+        raise InvalidSpecError(
+            f"the space has {len(setup.menu)}^{len(setup.space.decisions)} = {size:,} configurations, above --limit "
+            f"{args.limit:,}: enumerate only small spaces (search large ones with --sampler layerwise), or raise --limit"
+        )
+    name = args.study_name or f"{setup.network.name}-{'-'.join(setup.menu)}-exhaustive"
+    storage_url = args.storage or default_storage_url(name)
+    storage = open_storage(storage_url)
+    # Every configuration is queued up front (Optuna's BruteForceSampler calls study.stop(), which
+    # ask/tell cannot take); a resumed enumeration picks up the ones still waiting.
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    spec = new_spec(setup.network, setup.menu, setup.objectives, setup.backend, {"name": "random", "seed": 0})
+    spec.exhaustive = True
+    study = create_study(storage, storage_url, name, spec, sampler)
+    for config in setup.space.all_configs():
+        study.enqueue_trial(setup.space.params_from_config(config))
+    print(f"enumerating {size:,} configurations of {setup.network.name} over {','.join(setup.menu)} into study {name}")
+    try:
+        outcome = run_search(study, setup.space, setup.objectives, Budget(trials=size),
+                             progress=not args.no_progress, device=setup.backend.capabilities.device)
+    finally:
+        setup.backend.close()
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.values is not None and is_feasible(t)]
+    if complete:
+        spec.reference_point = reference_point([t.values for t in complete], setup.directions)
+        study.set_user_attr(SPEC_KEY, spec.to_attr())
+    _print_outcome(study, outcome, storage_url)
+    if outcome.measured < size:
+        print(f"warning: {size - outcome.measured} configurations were not measured ({outcome.stop_reason})", file=sys.stderr)
+        return 1
+    return 0
