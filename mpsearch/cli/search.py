@@ -58,7 +58,7 @@ def _add_budget_args(p: argparse.ArgumentParser) -> None:
 def _add_space_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--formats", help="format menu, e.g. fp16,fp8,int8 (default: the device's accelerated formats)")
     p.add_argument("--objective", action="append", metavar="SPEC",
-                   help="repeatable: latency, capacity, or [NAME=]package.module:function[:minimize|maximize] "
+                   help="repeatable: latency, capacity, sqnr:WEIGHTS.npz, or [NAME=]package.module:function[:minimize|maximize] "
                         "(default: latency and capacity)")
 
 
@@ -143,6 +143,8 @@ class Setup:
             )
         self.space = SearchSpace(self.network, self.menu)
         self.objectives = parse_objectives(objective_specs, self.backend)
+        for objective in self.objectives:
+            objective.prepare(self.network)
         self.backend.prepare(self.network, self.menu)
 
     def exact_objectives(self) -> dict[int, Any]:

@@ -6,8 +6,10 @@ JSON-able attributes to store on the trial) or raises:
 :class:`~mpsearch.errors.ObjectiveError` (this trial fails with the reason; the study goes on),
 :class:`~mpsearch.errors.UnsupportedConfigError` / ``KernelCheckError`` (likewise).
 
-Built in: ``latency`` (ms, minimised, from the latency backend) and ``capacity`` (Σ k × bits,
-maximised; see :mod:`mpsearch.space`). Plug-ins are named by import path on the command line::
+Built in: ``latency`` (ms, minimised, from the latency backend), ``capacity`` (Σ k × bits,
+maximised; see :mod:`mpsearch.space`) and ``sqnr:WEIGHTS`` (mean per-layer signal-to-quantization
+noise of real weights in an .npz/.safetensors file, maximised; see :mod:`mpsearch.objectives.sqnr`).
+Plug-ins are named by import path on the command line::
 
     --objective my_pkg.proxies:accuracy:maximize          # name "accuracy"
     --objective acc=my_pkg.proxies:accuracy:maximize      # name "acc"
@@ -46,6 +48,10 @@ class Objective(ABC):
     @abstractmethod
     def evaluate(self, network: Network, config: Config) -> Evaluation:
         """Score ``config``; see the module docstring for what may be raised."""
+
+    def prepare(self, network: Network) -> None:
+        """Called once before the first trial: raise InvalidSpecError for anything that can never
+        work with ``network`` (so it fails at start-up with one line, not in every trial)."""
 
     def spec(self) -> str:
         """The string that recreates this objective (stored with the study, compared on resume)."""
@@ -129,6 +135,13 @@ def parse_objective(text: str, backend: Any = None) -> Objective:
         return LatencyObjective(backend)
     if text == "capacity":
         return CapacityObjective()
+    if text.startswith("sqnr:"):
+        from mpsearch.objectives.sqnr import SqnrObjective
+
+        path = text.removeprefix("sqnr:")
+        if not path:
+            raise InvalidSpecError("objective sqnr needs a weights file: --objective sqnr:weights.npz")
+        return SqnrObjective(path)
     name, eq, rest = text.partition("=")
     if not eq:
         name, rest = "", text
