@@ -1,0 +1,126 @@
+"""The search loop's promises: budgets count measurements, nothing is measured twice, failures are
+recorded and the study goes on, unsupported configurations become infeasible, and stops say why."""
+
+import optuna
+import pytest
+
+from mpsearch.backends.base import BackendCapabilities, LatencyBackend, LatencyResult
+from mpsearch.errors import KernelCheckError, UnsupportedConfigError
+from mpsearch.network import Layer, Network
+from mpsearch.objectives import CapacityObjective, LatencyObjective
+from mpsearch.search.run import Budget, is_feasible, run_search
+from mpsearch.space import SearchSpace
+
+NET = Network("t3", (Layer("a", 16, 64, 64), Layer("b", 16, 64, 64), Layer("c", 16, 64, 64)))
+
+
+class CountingBackend(LatencyBackend):
+    """Additive fake latency; counts measurements per configuration; can refuse or break some."""
+
+    def __init__(self, unsupported=(), broken=()):
+        self.calls: dict[str, int] = {}
+        self.unsupported, self.broken = set(unsupported), set(broken)
+
+    @property
+    def capabilities(self):
+        return BackendCapabilities("fake", "model", "FakeGPU", 90, frozenset({"fp16", "int8", "fp8_e4m3"}))
+
+    def prepare(self, network, menu):
+        pass
+
+    def measure(self, network, config):
+        self.calls[config.key] = self.calls.get(config.key, 0) + 1
+        if config.key in self.unsupported:
+            raise UnsupportedConfigError(f"no kernel for {config.key}")
+        if config.key in self.broken:
+            raise KernelCheckError(f"kernel for {config.key} failed its check (rel. error 1.17)")
+        ms = sum({"fp16": 3.0, "int8": 2.0, "fp8_e4m3": 1.5}[f] for f in config.formats)
+        return LatencyResult(ms, "model", "FakeGPU")
+
+
+def setup(menu=("fp16", "int8"), sampler=None, **backend_kw):
+    backend = CountingBackend(**backend_kw)
+    space = SearchSpace(NET, menu)
+    objectives = [LatencyObjective(backend), CapacityObjective()]
+    study = optuna.create_study(directions=["minimize", "maximize"],
+                                sampler=sampler or optuna.samplers.RandomSampler(seed=0))
+    return backend, space, objectives, study
+
+
+def test_trial_budget_counts_distinct_measurements_and_nothing_is_measured_twice():
+    backend, space, objectives, study = setup()
+    outcome = run_search(study, space, objectives, Budget(trials=6), progress=False)
+    assert outcome.measured == 6
+    assert len(backend.calls) == 6 and set(backend.calls.values()) == {1}
+    repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
+    assert len(repeats) == outcome.repeats
+    for t in repeats:  # a repeat carries the values of the trial that measured it
+        assert t.values == study.trials[t.user_attrs["repeat_of"]].values
+
+
+def test_search_stops_when_every_configuration_is_measured():
+    backend, space, objectives, study = setup()
+    outcome = run_search(study, space, objectives, Budget(trials=100), progress=False)
+    assert outcome.measured == space.size == 8
+    assert "every configuration of the space is measured" in outcome.stop_reason
+    assert study.user_attrs["stop_reason"] == outcome.stop_reason
+
+
+def test_a_failing_kernel_fails_its_trial_with_the_reason_and_the_search_goes_on():
+    backend, space, objectives, study = setup(broken={"int8,int8,int8"})
+    study.enqueue_trial({"a": "int8", "b": "int8", "c": "int8"})
+    outcome = run_search(study, space, objectives, Budget(trials=5), progress=False)
+    first = study.trials[0]
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert "failed its check (rel. error 1.17)" in first.user_attrs["fail_reason"]
+    # A failed configuration may be tried again (a failure can be transient); the others go on.
+    assert outcome.failed == backend.calls["int8,int8,int8"] >= 1 and outcome.measured == 5
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 5 - outcome.failed
+
+
+def test_unsupported_configurations_are_infeasible_kept_off_the_front_and_not_remeasured():
+    bad = "fp16,fp16,fp16"
+    backend, space, objectives, study = setup(unsupported={bad})
+    for _ in range(3):
+        study.enqueue_trial({"a": "fp16", "b": "fp16", "c": "fp16"})
+    outcome = run_search(study, space, objectives, Budget(trials=8), progress=False)
+    assert backend.calls[bad] == 1
+    assert outcome.infeasible == 1
+    infeasible = [t for t in study.trials if t.user_attrs["config"] == bad]
+    assert len(infeasible) >= 3 and not any(is_feasible(t) for t in infeasible)
+    assert bad not in {t.user_attrs["config"] for t in study.best_trials}
+
+
+def test_ten_failures_in_a_row_stop_the_search_with_the_last_reason():
+    everything = {",".join((a, b, c)) for a in ("fp16", "int8") for b in ("fp16", "int8") for c in ("fp16", "int8")}
+    backend, space, objectives, study = setup(menu=("fp16", "int8", "fp8_e4m3"),
+                                              broken=everything | {"fp8_e4m3,fp16,fp16"})
+    for key in sorted(everything)[:8] + ["fp8_e4m3,fp16,fp16"] * 3:
+        study.enqueue_trial(dict(zip("abc", key.split(","))))
+    outcome = run_search(study, space, objectives, Budget(trials=50), progress=False)
+    assert outcome.stop_reason.startswith("10 trials failed in a row; last reason: kernel for")
+    assert outcome.failed == 10
+
+
+def test_patience_stops_a_search_whose_front_no_longer_changes():
+    backend, space, objectives, study = setup(menu=("fp16", "int8", "fp8_e4m3"))
+    outcome = run_search(study, space, objectives, Budget(trials=27, patience=3), progress=False)
+    assert outcome.stop_reason == "stagnation: the Pareto front did not change in 3 measurements"
+    assert outcome.measured < 27
+
+
+def test_a_search_without_any_budget_is_refused():
+    from mpsearch.errors import InvalidSpecError
+
+    with pytest.raises(InvalidSpecError, match="no budget"):
+        Budget()
+    with pytest.raises(InvalidSpecError, match="--trials must be an integer >= 1, got 0"):
+        Budget(trials=0)
+
+
+def test_trials_record_where_their_latency_came_from():
+    backend, space, objectives, study = setup()
+    run_search(study, space, objectives, Budget(trials=2), progress=False, device="FakeGPU")
+    t = study.trials[0]
+    assert t.user_attrs["latency_source"] == "model" and t.user_attrs["latency_device"] == "FakeGPU"
+    assert t.user_attrs["device"] == "FakeGPU"
