@@ -300,3 +300,80 @@ def test_an_edited_recording_is_reloaded(tmp_path, mlp3):
     edit_cell(rec / "networks.csv", 0, "median_ms", "0.5")
     assert before != 0.5
     assert ReplayBackend(rec).measure(mlp3, config).ms == 0.5
+
+
+# --- the recorded-data report (benchmarks/recorded_report.py) reads recordings through this module ---
+
+def load_report_module():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parents[1] / "benchmarks" / "recorded_report.py"
+    spec = importlib.util.spec_from_file_location("recorded_report", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_synthetic_mlp6(path, drop_config=None):
+    """A SYNTHETIC mlp6 recording of both menus: roofline op times, end-to-end = sum × (1 ± 5%)."""
+    import random
+
+    from mpsearch.backends.replay import NETWORKS_COLUMNS, OPS_COLUMNS, possible_ops
+    from mpsearch.backends.roofline import DEVICES, op_time_ms
+    from mpsearch.network import preset
+
+    rng = random.Random(7)
+    net = preset("mlp6")
+    path.mkdir(parents=True)
+    medians, ops_rows, net_rows, recorded = {}, [], [], set()
+    for menu in (("fp16", "fp8_e4m3", "int8"), ("fp16", "int8", "int4")):
+        space = SearchSpace(net, menu)
+        for key, op in possible_ops(space).items():
+            if key not in medians:
+                medians[key] = round(op_time_ms(op, DEVICES["h100"]), 6)
+                ops_rows.append([*key, medians[key], medians[key], medians[key], 1, medians[key], "synthetic", 0])
+        for config in space.all_configs():
+            if config.key == drop_config or config.key in recorded:
+                continue
+            recorded.add(config.key)
+            ms = round(sum(medians[op_key(o)] for o in net.ops(config.formats)) * rng.uniform(0.95, 1.05), 6)
+            net_rows.append([net.name, net.fingerprint(), config.key, ms, ms, ms, 1, ms])
+    for name, columns, table in (("ops.csv", OPS_COLUMNS, ops_rows), ("networks.csv", NETWORKS_COLUMNS, net_rows)):
+        with open(path / name, "w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows([columns, *table])
+    (path / "provenance.json").write_text(json.dumps({"device": "SYNTHETIC H100", "arch": 90}))
+    return {r[2]: r[3] for r in net_rows}, medians
+
+
+def test_recorded_report_computes_fronts_speedups_gaps_and_sum_errors(tmp_path):
+    report_module = load_report_module()
+    e2e, medians = write_synthetic_mlp6(tmp_path / "h100", drop_config="int8,int8,int8,int8,int8,fp16")
+    report = report_module.compute(tmp_path / "h100")
+    from mpsearch.network import preset
+
+    net = preset("mlp6")
+    for m in report.menus.values():
+        table = m.table.dropna(subset=["e2e_ms"])
+        points = list(zip(table["e2e_ms"], table["capacity"], table["config"]))
+        # brute force: a point is on the front if no other is at least as good in both and better in one
+        brute = {c for lat, cap, c in points
+                 if not any(l2 <= lat and c2 >= cap and (l2 < lat or c2 > cap) for l2, c2, _ in points)}
+        assert set(m.front["config"]) == brute
+        sums = [sum(medians[op_key(o)] for o in net.ops(c.split(","))) for c in table["config"]]
+        errors = [abs(s - e2e[c]) / e2e[c] for s, c in zip(sums, table["config"])]
+        row = report.sum_error.set_index("menu").loc[m.name]
+        assert row["max_abs_rel_err"] == pytest.approx(max(errors))
+        assert row["mean_abs_rel_err"] == pytest.approx(sum(errors) / len(errors))
+        gap = report.gaps.set_index("menu").loc[m.name]
+        by_cap = {}
+        for lat, cap, _ in points:
+            by_cap.setdefault(cap, []).append(lat)
+        assert gap["gap_ms"] == pytest.approx(max(max(v) - min(v) for v in by_cap.values()))
+    assert report.menus["fp8 menu"].missing_e2e == 1
+    speed = report.speedups.set_index("format")["speedup"]
+    assert speed["int4"] == pytest.approx(e2e["fp16," * 5 + "fp16"] / e2e["int4," * 5 + "int4"])
+    text = report_module.render_markdown(report, "fronts.png")
+    assert "1 of 729 configurations have no end-to-end recording" in text
+    assert "measured on SYNTHETIC H100" in text
