@@ -275,7 +275,7 @@ def compute_report(ref: StudyRef, *, exhaustive: StudyRef | None | bool = True,
     hv = hypervolume(_front_points(front, objectives), point, directions) if point is not None else None
     notes = []
     if stored_now:
-        notes.append(f"no reference point was stored; fixed {point} from the {int((trials['state'] == 'COMPLETE').sum())} "
+        notes.append(f"no reference point was stored; fixed {[float(f'{v:.6g}') for v in point]} from the {int((trials['state'] == 'COMPLETE').sum())} "
                      "complete trials and stored it with the study")
     report = StudyReport(ref, spec, objectives, directions, layers, trials, front, point, stored_now, hv, notes=notes)
 

@@ -57,12 +57,23 @@ def _staircase(report: StudyReport, x: str, y: str) -> bool:
     return len(report.objectives) == 2 and {x, y} == set(report.objectives)
 
 
+def _trial_count(done: Any) -> str:
+    distinct = done["config"].nunique()
+    return f"{len(done)}" if distinct == len(done) else f"{distinct} configurations in {len(done)} trials"
+
+
+def _title(report: StudyReport) -> str:
+    net = report.spec.network.get("name")
+    what = report.name if net == report.name else f"{report.name}: {net}"
+    return f"{what} over {{{', '.join(map(short, report.spec.menu))}}}"
+
+
 def _plot_study(ax: Any, report: StudyReport, x: str, y: str, colour: str, label: str, *, faint: bool) -> None:
     done = report.trials[report.trials["state"] == "COMPLETE"]
     off = done[~done["on_front"]]
     alpha = 0.25 if faint else 0.5
     ax.scatter(off[x], off[y], s=14, color="0.55" if not faint else colour, alpha=alpha, linewidths=0,
-               label=None if faint else f"trials ({len(done)})")
+               label=None if faint else f"trials ({_trial_count(done)})")
     front = report.front.sort_values(x)
     ax.scatter(front[x], front[y], s=36, color=colour, edgecolors="black", linewidths=0.5, zorder=3,
                label=f"{label} ({len(front)} configurations)")
@@ -82,8 +93,7 @@ def render_png(report: StudyReport, path: Path, y: str | None = None) -> Path:
     _plot_study(ax, report, x, y, STUDY_COLOURS[0], "Pareto front", faint=False)
     ax.set_xlabel(axis_label(report, x))
     ax.set_ylabel(axis_label(report, y))
-    ax.set_title(f"{report.name}: {report.spec.network.get('name')} over {{{', '.join(map(short, report.spec.menu))}}}\n"
-                 f"{_hv_text(report)}", fontsize=10)
+    ax.set_title(f"{_title(report)}\n{_hv_text(report)}", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.savefig(path, dpi=130)
@@ -108,7 +118,7 @@ def _plotly_study(fig: Any, report: StudyReport, x: str, y: str, colour: str, la
     done = report.trials[report.trials["state"] == "COMPLETE"]
     off = done[~done["on_front"]]
     fig.add_trace(go.Scatter(
-        x=off[x], y=off[y], mode="markers", name=f"{label}: trials ({len(done)})",
+        x=off[x], y=off[y], mode="markers", name=f"{label}: trials ({_trial_count(done)})",
         marker={"size": 6, "color": colour if faint else "grey", "opacity": 0.3 if faint else 0.5},
         hovertext=_hover(report, off, x), hoverinfo="text",
     ))
@@ -134,8 +144,7 @@ def render_html(report: StudyReport, path: Path, y: str | None = None, plotlyjs:
     fig = go.Figure()
     _plotly_study(fig, report, x, y, STUDY_COLOURS[0], report.name, faint=False)
     fig.update_layout(
-        title=f"{report.name}: {report.spec.network.get('name')} over {{{', '.join(map(short, report.spec.menu))}}}<br>"
-              f"<sup>{_hv_text(report)}</sup>",
+        title=f"{_title(report)}<br><sup>{_hv_text(report)}</sup>",
         xaxis_title=axis_label(report, x), yaxis_title=axis_label(report, y), template="plotly_white",
     )
     fig.write_html(path, include_plotlyjs=plotlyjs)
@@ -233,7 +242,7 @@ def summary_renderables(report: StudyReport, max_layer_columns: int = 12) -> lis
         for layer in report.layers:
             table.add_column(layer)
     for _, row in report.front.iterrows():
-        values = [f"{row[o]:.4f}" if o == "latency" else f"{row[o]:.6g}" for o in report.objectives]
+        values = [f"{row[o]:.5g}" for o in report.objectives]
         formats = [",".join(short(row[l]) for l in report.layers)] if wide else [short(row[l]) for l in report.layers]
         table.add_row(str(row["trial"]), *values, *formats)
     lines = [table]
