@@ -289,7 +289,8 @@ def _validate_ops(path: Path, frame):
     _first_bad(path, frame, "n", ~convert & (frame["n"] < 1), "must be >= 1 for a gemm")
     _first_bad(path, frame, "fmt", convert & (frame["fmt"] != "fp16"), "must be fp16 for a conversion (it reads fp16)")
     _timings(path, frame)
-    blank = frame["check_rel_err"].str.strip() == ""
+    # No check applies to some ops (a conversion): the recorder may leave the cell empty or write nan.
+    blank = frame["check_rel_err"].str.strip().str.lower().isin(["", "nan"])
     errors = _numbers(path, frame.assign(check_rel_err=frame["check_rel_err"].mask(blank, "0")), "check_rel_err", positive=False)
     frame["check_rel_err"] = errors.mask(blank)
     return frame
@@ -316,14 +317,15 @@ def _pool(frame, keys: list[str]) -> dict[tuple, Timing]:
     out: dict[tuple, Timing] = {}
     if frame.empty:
         return out
-    for key, group in frame.groupby(keys, sort=False):
+    for raw_key, group in frame.groupby(keys, sort=False):
+        key = tuple(k.item() if hasattr(k, "item") else k for k in raw_key)  # numpy scalars -> Python
         if len(group) == 1:
             row = group.iloc[0]
-            out[tuple(key)] = Timing(float(row.median_ms), float(row.p10_ms), float(row.p90_ms), tuple(row.samples_ms))
+            out[key] = Timing(float(row.median_ms), float(row.p10_ms), float(row.p90_ms), tuple(row.samples_ms))
             continue
         pooled = tuple(s for samples in group["samples_ms"] for s in samples)
         p10, median, p90 = np.percentile(pooled, [10, 50, 90])
-        out[tuple(key)] = Timing(float(median), float(p10), float(p90), pooled)
+        out[key] = Timing(float(median), float(p10), float(p90), pooled)
     return out
 
 
