@@ -208,6 +208,8 @@ def test_several_recordings_are_chosen_by_device(tmp_path):
 def test_an_empty_data_directory_is_a_clear_error(tmp_path):
     with pytest.raises(BackendUnavailableError, match="no recording in"):
         ReplayBackend(tmp_path)
+    with pytest.raises(BackendUnavailableError, match="does not exist"):
+        ReplayBackend(tmp_path / "typo")
 
 
 # --- the loader's validation ----------------------------------------------------------------------

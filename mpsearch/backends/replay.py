@@ -141,6 +141,8 @@ def choose_recording(root: Path, device: str | None = None) -> Path:
     """The recording under ``root`` to use: the one matching ``device``, or the only one."""
     found = find_recordings(root)
     where = f"{root} (set by --data, ${DATA_ENV} or the default studies/data/)"
+    if not root.exists():
+        raise BackendUnavailableError(f"no recording: {where} does not exist; check the path")
     if not found:
         raise BackendUnavailableError(
             f"no recording in {where}: a recording is a directory with {', '.join(FILES)} "
