@@ -51,7 +51,7 @@ def test_a_configuration_for_another_network_is_refused():
 
 def test_network_spec_matches_the_cached_weights():
     # The same file serves the sqnr proxy, which checks every layer's (k, n) against the spec.
-    SqnrObjective(EXAMPLE / "mlp_weights.npz").check(NET)
+    SqnrObjective(EXAMPLE / "mlp_weights.npz").prepare(NET)
     assert NET.layer_names == tuple(proxy.layer_names(proxy.load_model()))
 
 

@@ -98,12 +98,12 @@ def test_weights_in_either_orientation_and_file_type_give_the_same_value(tmp_pat
 def test_missing_or_misshapen_weights_are_one_line_errors(tmp_path, weights_npz):
     other = Network("other", (Layer("fc1", 8, 96, 64), Layer("head", 8, 32, 96)))
     with pytest.raises(InvalidSpecError, match="no array for layer 'head'.*it has fc1, fc2.weight"):
-        SqnrObjective(weights_npz).check(other)
+        SqnrObjective(weights_npz).prepare(other)
     wrong = Network("wrong", (Layer("fc1", 8, 100, 64), Layer("fc2", 8, 32, 96)))
     with pytest.raises(InvalidSpecError, match=r"has shape \(64, 96\), but layer fc1 needs \(k, n\) = \(64, 100\)"):
-        SqnrObjective(weights_npz).check(wrong)
+        SqnrObjective(weights_npz).prepare(wrong)
     with pytest.raises(InvalidSpecError, match="does not exist"):
-        SqnrObjective(tmp_path / "none.npz").check(NET)
+        SqnrObjective(tmp_path / "none.npz").prepare(NET)
     (tmp_path / "w.txt").write_text("x")
     with pytest.raises(InvalidSpecError, match="must end in .npz or .safetensors"):
-        SqnrObjective(tmp_path / "w.txt").check(NET)
+        SqnrObjective(tmp_path / "w.txt").prepare(NET)

@@ -159,7 +159,7 @@ class SqnrObjective(Objective):
             f"(k, n) = ({layer.k}, {layer.n}) or (n, k) = ({layer.n}, {layer.k}); use the weights of this network"
         )
 
-    def check(self, network: Network) -> None:
+    def prepare(self, network: Network) -> None:
         """Fail before the search if any layer of ``network`` has no usable weights."""
         for layer in network.layers:
             self.weight_of(layer)
