@@ -233,3 +233,20 @@ def test_study_ref_parses_name_and_storage():
     assert parse_study_ref("a").storage == "sqlite:///studies/a.db"
     with pytest.raises(InvalidSpecError, match="empty storage"):
         parse_study_ref("a@")
+
+
+def test_every_front_row_says_where_its_latency_came_from_when_origins_differ(storage):
+    from rich.console import Console
+
+    from mpsearch.report.render import print_summary
+
+    study = new_study(storage, "mixed")
+    add_trial(study, ALL[0])  # all fp16: the slowest, highest capacity
+    add_trial(study, ALL[13], device="Other GPU")  # fp8 everywhere: the fastest
+    report = compute_report(StudyRef("mixed", storage), exhaustive=False)
+    assert sorted(report.front["device"]) == ["Other GPU", "Test GPU"]
+    console = Console(record=True, width=200)
+    print_summary(report, console)
+    text = console.export_text()
+    assert "latency from" in text
+    assert "modelled for Other GPU" in text and "modelled for Test GPU" in text

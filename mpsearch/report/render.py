@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mpsearch.formats import get_format
-from mpsearch.report.compute import StudyReport
+from mpsearch.report.compute import SOURCE_WORDS, StudyReport
 
 # Colours per format, from high to low precision: the heat-map and the legends agree.
 FORMAT_COLOURS = {"fp16": "#4c72b0", "bf16": "#64b5cd", "fp8_e4m3": "#55a868", "int8": "#dd8452", "int4": "#c44e52"}
@@ -228,10 +228,13 @@ def summary_renderables(report: StudyReport, max_layer_columns: int = 12) -> lis
     """The terminal summary: a rich table of the front and the hypervolume lines."""
     from rich.table import Table
 
-    done = int((report.trials["state"] == "COMPLETE").sum())
-    title = (f"{report.name}: Pareto front, {len(report.front)} configurations of {done} complete trials "
-             f"({len(report.trials)} in all)")
+    done = report.trials[report.trials["state"] == "COMPLETE"]
+    title = (f"{report.name}: Pareto front, {len(report.front)} of {done['config'].nunique()} distinct configurations "
+             f"({len(report.trials)} trials)")
     table = Table(title=title, caption=f"latency {report.latency_origin}", show_lines=False)
+    # One study normally has one latency origin (the caption says it); a column only when they differ.
+    origins = report.front["latency_source"].astype(str) + " " + report.front["device"].astype(str)
+    per_row_origin = origins.nunique() > 1
     table.add_column("trial", justify="right")
     for o, d in zip(report.objectives, report.directions):
         table.add_column(f"{o} {'↓' if d == 'minimize' else '↑'}" + (" (ms)" if o == "latency" else ""), justify="right")
@@ -241,10 +244,13 @@ def summary_renderables(report: StudyReport, max_layer_columns: int = 12) -> lis
     else:
         for layer in report.layers:
             table.add_column(layer)
+    if per_row_origin:
+        table.add_column("latency from")
     for _, row in report.front.iterrows():
         values = [f"{row[o]:.5g}" for o in report.objectives]
         formats = [",".join(short(row[l]) for l in report.layers)] if wide else [short(row[l]) for l in report.layers]
-        table.add_row(str(row["trial"]), *values, *formats)
+        origin = [f"{SOURCE_WORDS.get(row['latency_source'], row['latency_source'])} {row['device']}"] if per_row_origin else []
+        table.add_row(str(row["trial"]), *values, *formats, *origin)
     lines = [table]
     if report.reference_point is not None:
         lines.append(f"hypervolume = {report.hypervolume:.6g} against reference point "
