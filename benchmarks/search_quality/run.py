@@ -101,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", required=True, help="CSV of per-measurement hypervolume fractions")
     args = p.parse_args(argv)
-    space, _, ref, true_hv, front = load_truth(args)
+    space, gt, ref, true_hv, front = load_truth(args)
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     jobs = [(args, name, seed) for name in args.samplers.split(",") for seed in seeds]
     print(f"{space.network.name} over {','.join(space.menu)}: {space.size} configurations, true front "
-          f"{len(front)} points, HV {true_hv:.6g} at reference {ref}; {describe_source(Path(args.data))}", flush=True)
+          f"{len(front)} points, HV {true_hv:.6g} at reference {ref}; {describe_source(gt.backend)}", flush=True)
     rows = []
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         for out in pool.imap_unordered(run_one, jobs):
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     df = pd.DataFrame(rows)
     df.attrs = {}
     meta = {"network": space.network.name, "menu": ",".join(space.menu), "space_size": space.size,
-            "source": describe_source(Path(args.data)), "ground_truth": args.ground_truth,
+            "source": describe_source(gt.backend), "device": gt.backend.recording.device, "ground_truth": args.ground_truth,
             "reference": ref, "true_hv": true_hv, "true_front_points": len(front), "budget": args.budget}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from it must be labelled synthetic and are never committed as results.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -101,6 +102,9 @@ def write(out: Path, network_noise: float = 0.05) -> None:
                    "p10_ms": v * 0.99, "p90_ms": v * 1.01, "n_samples": 1, "samples_ms": f"{v:.6f}",
                    "kernel": "SYNTHETIC", "check_rel_err": np.nan} for k, v in ops.items()]).to_csv(out / "ops.csv", index=False)
     (out / "SYNTHETIC").write_text("synthetic data from benchmarks/search_quality/synthetic.py: not a measurement\n")
+    (out / "provenance.json").write_text(json.dumps({
+        "device": "SYNTHETIC H100 stand-in (not a measurement)", "arch": 90, "date": "synthetic",
+        "notes": f"benchmarks/search_quality/synthetic.py, end-to-end non-additive factor +-{network_noise}"}))
 
 
 if __name__ == "__main__":

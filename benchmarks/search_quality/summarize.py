@@ -1,0 +1,130 @@
+"""Table and plot of a search-quality run (the CSV written by run.py).
+
+    python benchmarks/search_quality/summarize.py benchmarks/results/search_quality_X.csv
+    # writes search_quality_X.md (table) and search_quality_X.png (plot) beside it
+
+Table: median (over seeds) of the hypervolume found as a fraction of the true front's at each
+budget, with the worst seed; median number of distinct measured configurations to reach 95 %, 99 %
+and 100 % (a seed that never reaches it within the budget counts as "never"; the median is "> budget"
+when more than half never do); median seconds per proposal; proposals that repeated a measured
+configuration (answered from the cache, not counted in the budget).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+BUDGETS = (10, 20, 40, 80, 160)
+TARGETS = (0.95, 0.99, 1.0)
+ORDER = ("layerwise", "gp", "tpe", "nsga2", "random")
+
+
+def read(path: Path) -> tuple[dict[str, str], pd.DataFrame]:
+    meta = {}
+    with path.open() as fh:
+        for line in fh:
+            if not line.startswith("# "):
+                break
+            key, _, value = line[2:].partition(": ")
+            meta[key] = value.strip()
+    return meta, pd.read_csv(path, comment="#")
+
+
+def reach(curve: pd.Series, target: float) -> float:
+    """First budget at which the fraction reaches ``target`` (inf if never)."""
+    hit = curve[curve >= target - 1e-12]
+    return float(hit.index[0]) if len(hit) else np.inf
+
+
+def summary(df: pd.DataFrame, budget: int) -> pd.DataFrame:
+    rows = []
+    names = [n for n in ORDER if n in set(df["sampler"])] + sorted(set(df["sampler"]) - set(ORDER))
+    for name in names:
+        g = df[df["sampler"] == name]
+        curves = {seed: s.set_index("measured")["hv_fraction"] for seed, s in g.groupby("seed")}
+        row = {"sampler": name, "seeds": len(curves)}
+        for b in BUDGETS:
+            if b > budget:
+                continue
+            at = [c[c.index <= b].iloc[-1] if (c.index <= b).any() else np.nan for c in curves.values()]
+            short = sum(c.index.max() < b for c in curves.values())
+            row[f"hv@{b}"] = f"{np.nanmedian(at):.4f} (min {np.nanmin(at):.4f})" + (f" [{short} short]" if short else "")
+        for t in TARGETS:
+            firsts = np.array([reach(c, t) for c in curves.values()])
+            med = np.median(firsts)
+            hit = int(np.isfinite(firsts).sum())
+            row[f"trials to {t:.0%}"] = (f"{med:.0f}" if np.isfinite(med) else f"> {budget}") + f" ({hit}/{len(firsts)} seeds)"
+        last = g.sort_values("measured").groupby("seed").tail(1)
+        row["s/proposal"] = f"{np.median(last['suggest_s'] / last['asks']):.3f}"
+        row["repeats"] = int((last["asks"] - last["measured"]).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    # pandas' to_markdown needs the tabulate package; a pipe table is one line per row.
+    cols = list(table.columns)
+    rows = [" | ".join(cols), " | ".join("---" for _ in cols)]
+    rows += [" | ".join(str(v) for v in r) for r in table.itertuples(index=False)]
+    return "\n".join(f"| {r} |" for r in rows)
+
+
+def plot(df: pd.DataFrame, meta: dict[str, str], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = [n for n in ORDER if n in set(df["sampler"])]
+    for name in names:
+        g = df[df["sampler"] == name]
+        piv = g.pivot(index="measured", columns="seed", values="hv_fraction").ffill()
+        gap = (1.0 - piv).clip(lower=1e-5)
+        med = gap.median(axis=1)
+        line, = ax.plot(med.index, med.values, label=f"{name} ({piv.shape[1]} seeds)")
+        ax.fill_between(med.index, gap.quantile(0.25, axis=1), gap.quantile(0.75, axis=1), color=line.get_color(), alpha=0.15)
+    ax.axhline(0.01, color="grey", ls="--", lw=0.8)
+    ax.text(1.02, 0.01, "99 %", color="grey", va="center", transform=ax.get_yaxis_transform())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("distinct configurations measured (budget)")
+    ax.set_ylabel("1 - HV(found) / HV(true front)   (median, IQR band)")
+    ax.set_title(f"{meta.get('network')} over {meta.get('menu')} ({meta.get('space_size')} configs)\n"
+                 f"{meta.get('source')}", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__)
+        return 2
+    path = Path(argv[0])
+    meta, df = read(path)
+    budget = int(meta.get("budget", df["measured"].max()))
+    table = summary(df, budget)
+    lines = [f"# Search quality: {meta.get('network')} over {meta.get('menu')}", "",
+             f"- latency: {meta.get('source')}; ground truth: {meta.get('ground_truth')}",
+             f"- space: {meta.get('space_size')} configurations; true front: {meta.get('true_front_points')} points, "
+             f"hypervolume {float(meta.get('true_hv', 'nan')):.6g} at reference point {meta.get('reference')} "
+             "(latency ms, capacity), the same for every run",
+             "- budget = distinct measured configurations; a repeated proposal is answered from the cache and not counted",
+             "- objectives: latency (minimised, from the ground truth), capacity (maximised, exact)", "",
+             markdown(table), ""]
+    md = path.with_suffix(".md")
+    md.write_text("\n".join(lines))
+    plot(df, meta, path.with_suffix(".png"))
+    print("\n".join(lines))
+    print(f"wrote {md} and {path.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
