@@ -250,3 +250,14 @@ def test_every_front_row_says_where_its_latency_came_from_when_origins_differ(st
     text = console.export_text()
     assert "latency from" in text
     assert "modelled for Other GPU" in text and "modelled for Test GPU" in text
+
+
+def test_open_dashboard_without_optuna_dashboard_says_how_to_install_it(searched, storage, capsys):
+    try:
+        import optuna_dashboard  # noqa: F401
+        pytest.skip("optuna-dashboard is installed here; the server would start")
+    except ImportError:
+        pass
+    assert main(["report", "search", "--storage", storage, "--no-files", "--open-dashboard"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install optuna-dashboard" in err and f"optuna-dashboard {storage}" in err

@@ -26,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report",
         help="the Pareto front of stored studies: table, plots, CSV/JSON, hypervolume",
-        description="Report stored studies: the Pareto-optimal configurations (latency, every objective, "
-                    "per-layer formats, where each latency came from), plots, CSV/JSON of all trials and the "
-                    "front's hypervolume (as a % of the exhaustive front's when an exhaustive study of the "
-                    "same space exists).",
+        description="Report stored studies: the Pareto-optimal configurations (latency, every objective,\n"
+                    "per-layer formats, where each latency came from), plots, CSV/JSON of all trials, and the\n"
+                    "front's hypervolume (also as a % of the exhaustive front's when an exhaustive study of\n"
+                    "the same space exists: `mpsearch enumerate`).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
