@@ -68,3 +68,20 @@ def test_documented_search_and_report_run_on_a_cpu(cli, tmp_path):
     assert done["config"].nunique() == 27  # the 3-format space of 3 layers, all seen
     for _, row in done.drop_duplicates("config").iterrows():  # stored values are the proxy's
         assert row["accuracy"] == pytest.approx(proxy.accuracy(dict(zip(NET.layer_names, row["config"].split(",")))))
+
+
+def test_plugin_path_resolves_from_the_repo_root_with_the_console_script(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "mpsearch"
+    if not script.exists():
+        pytest.skip("the mpsearch console script is not installed next to this Python")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as a user types it
+    r = subprocess.run([str(script), "search", "examples/digits_accuracy/digits.toml", "--storage", f"sqlite:///{tmp_path}/d.db",
+                        "--objective", "latency", "--objective", "accuracy=examples.digits_accuracy.proxy:accuracy:maximize",
+                        "--backend", "roofline", "--trials", "2", "--no-progress"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

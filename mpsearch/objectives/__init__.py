@@ -24,6 +24,8 @@ from __future__ import annotations
 import importlib
 import math
 import numbers
+import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -110,6 +112,10 @@ def load_callable(target: str) -> Callable[..., Any]:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise InvalidSpecError(f"objective {target!r} must be 'package.module:function[:minimize|maximize]'")
+    # Module paths are relative to the current directory, as with `python -m`; the `mpsearch` console
+    # script does not put it on sys.path. Appended, so it never shadows an installed package.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
