@@ -76,9 +76,14 @@ def register(sub: Any) -> None:
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default: %(default)s")
     p.add_argument("--seed", type=int, help="sampler seed (reproducible proposals)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="measure with N worker processes sharing the study: one per visible GPU for the cutlass "
+                        "backend, N processes for the others; --trials is then the study's total. 0 creates the "
+                        "study for `mpsearch worker` processes started elsewhere (default: %(default)s)")
     _add_space_args(p)
     _add_backend_args(p)
     _add_budget_args(p)
+    _add_coordination_args(p)
     p.set_defaults(func=run_search_command)
 
     r = sub.add_parser(
@@ -93,6 +98,7 @@ def register(sub: Any) -> None:
     _add_space_args(r)
     _add_backend_args(r, default=None)
     _add_budget_args(r)
+    _add_coordination_args(r)
     r.set_defaults(func=run_resume_command)
 
     e = sub.add_parser(
@@ -110,6 +116,12 @@ def register(sub: Any) -> None:
     _add_space_args(e)
     _add_backend_args(e)
     e.set_defaults(func=run_enumerate_command)
+
+
+def _add_coordination_args(p: argparse.ArgumentParser) -> None:
+    from mpsearch.cli.worker import add_coordination_args
+
+    add_coordination_args(p)
 
 
 # --- shared steps -----------------------------------------------------------------------------
@@ -201,12 +213,25 @@ def run_search_command(args: argparse.Namespace) -> int:
     from mpsearch.search.storage import default_storage_url, open_storage
     from mpsearch.search.study import create_study, new_spec
 
+    from mpsearch.cli.worker import coordinator_from_args, run_guarded, run_local_workers
+    from mpsearch.search.storage import STUDIES_DIR, check_parallel
+
     budget = _budget(args)
     if args.target_hv is not None and args.sampler != "layerwise":
         raise InvalidSpecError(f"--target-hv needs a model of the front: use it with --sampler layerwise, not {args.sampler}")
+    if args.workers < 0:
+        raise InvalidSpecError(f"--workers must be an integer >= 0, got {args.workers}")
+    if args.workers != 1 and args.trials is None:
+        raise InvalidSpecError(f"--workers {args.workers} shares the study's budget between workers: give --trials N (the total)")
     setup = Setup(args, args.network, args.backend, args.formats, args.objective or DEFAULT_OBJECTIVES)
     name = args.study_name or setup.network.name
-    storage_url = args.storage or default_storage_url(name)
+    if args.storage is None and args.workers > 1:
+        # SQLite takes one process at a time; a journal file takes several on one host.
+        STUDIES_DIR.mkdir(parents=True, exist_ok=True)
+        storage_url = f"journal:{STUDIES_DIR / (name + '.log')}"
+    else:
+        storage_url = args.storage or default_storage_url(name)
+    check_parallel(storage_url, args.workers)
     storage = open_storage(storage_url)
     sampler, settings = build_sampler(args.sampler, seed=args.seed, space=setup.space,
                                       directions=setup.directions, exact=setup.exact_objectives())
@@ -215,9 +240,12 @@ def run_search_command(args: argparse.Namespace) -> int:
     print(f"study {name}: {setup.network.name} ({len(setup.network.layers)} layers, {len(setup.space.decisions)} decisions), "
           f"menu {','.join(setup.menu)} ({setup.space.size:,} configurations), objectives "
           f"{', '.join(f'{o.name} ({o.direction})' for o in setup.objectives)}, sampler {args.sampler}")
+    if args.workers != 1:
+        return run_local_workers(args, study, setup, storage_url)
     try:
-        outcome = run_search(study, setup.space, setup.objectives, budget, progress=not args.no_progress,
-                             device=setup.backend.capabilities.device)
+        outcome = run_guarded(storage_url, lambda: run_search(
+            study, setup.space, setup.objectives, budget, progress=not args.no_progress,
+            device=setup.backend.capabilities.device, coordinator=coordinator_from_args(args)))
     finally:
         setup.backend.close()
     _print_outcome(study, outcome, storage_url)
@@ -253,9 +281,12 @@ def run_resume_command(args: argparse.Namespace) -> int:
                                exact=setup.exact_objectives(), settings=stored.sampler)
     study.sampler = sampler
     print(f"resuming study {args.name}: {len(study.trials)} trials stored, sampler {sampler_name}")
+    from mpsearch.cli.worker import coordinator_from_args, run_guarded
+
     try:
-        outcome = run_search(study, setup.space, setup.objectives, budget, progress=not args.no_progress,
-                             device=setup.backend.capabilities.device)
+        outcome = run_guarded(storage_url, lambda: run_search(
+            study, setup.space, setup.objectives, budget, progress=not args.no_progress,
+            device=setup.backend.capabilities.device, coordinator=coordinator_from_args(args)))
     finally:
         setup.backend.close()
     _print_outcome(study, outcome, storage_url)

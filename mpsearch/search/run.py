@@ -8,19 +8,23 @@ the trial budget, the timeout, every configuration of the space measured, a stag
 that the front is found (``target_hv``), too many repeats in a row (the sampler is stuck), or too
 many failures in a row (something systematic is wrong). The reason is returned and stored on the
 study.
+
+Several workers may run this loop on one study (:mod:`mpsearch.search.workers`): each trial carries a
+heartbeat while it runs, trials of dead workers are swept and re-measured, a configuration another
+worker is measuring is not measured again (the trial is told FAIL with ``collided_with``), and a
+worker with a study-wide budget stops when the study has spent it.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from mpsearch.errors import MpsearchError, UnsupportedConfigError
 from mpsearch.objectives import Objective
-from mpsearch.search.record import CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, REPEAT_ATTR, STOP_ATTR, WORKER_ATTR
+from mpsearch.search.record import CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, REPEAT_ATTR, STOP_ATTR
+from mpsearch.search.workers import COLLISION_ATTR, RETRY_ATTR, Coordinator, worker_id  # noqa: F401
 from mpsearch.space import SearchSpace
 
 MAX_REPEATS_IN_A_ROW = 200
@@ -56,6 +60,8 @@ class SearchOutcome:
     repeats: int = 0
     failed: int = 0
     infeasible: int = 0
+    collisions: int = 0  # trials not measured because another worker was measuring the configuration
+    lost_tells: int = 0  # measurements whose trial a sweep had failed meanwhile (re-measured elsewhere)
     stop_reason: str = ""
     trial_numbers: list[int] = field(default_factory=list)
 
@@ -63,10 +69,6 @@ class SearchOutcome:
 def is_feasible(trial: Any) -> bool:
     """A finished trial whose configuration could run (its ``unsupported`` constraint is <= 0)."""
     return all(v <= 0 for v in (trial.constraints or {}).values())
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def measured_configs(study: Any) -> dict[str, Any]:
@@ -94,19 +96,30 @@ def run_search(
     progress: bool = True,
     device: str = "",
     on_trial: Callable[[Any], None] | None = None,
+    coordinator: Coordinator | None = None,
 ) -> SearchOutcome:
-    """Run trials on ``study`` until ``budget`` is spent; see the module docstring."""
+    """Run trials on ``study`` until ``budget`` is spent; see the module docstring.
+
+    ``coordinator`` sets heartbeats, the sweep of dead workers' trials, the plug-in timeout and a
+    study-wide budget; the default one (no study budget) is right for a single process too: it
+    re-measures the trials a killed earlier run left RUNNING.
+    """
     import optuna
 
+    coord = coordinator or Coordinator()
     network = space.network
     outcome = SearchOutcome()
+    # Trials a killed earlier run (or a dead worker) left RUNNING: failed, and queued again.
+    for gone in coord.sweep(study, force=True):
+        _note(None, f"trial {gone.number}: {gone.reason}"
+                    + ("; its configuration is queued to be measured again" if gone.requeued else ""))
     start = time.monotonic()
     known = measured_configs(study)
     front = _front_keys(study)
     since_front_change = 0
     repeats_in_a_row = failures_in_a_row = 0
-    me = worker_id()
     last_failure = ""
+    beat = None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -116,6 +129,19 @@ def run_search(
     def stop(reason: str) -> SearchOutcome:
         outcome.stop_reason = reason
         return outcome
+
+    def tell(trial: Any, values: Any = None, state: Any = None) -> Any:
+        """Stop the trial's heartbeat, then tell it; None if a sweep failed it meanwhile."""
+        beat.stop()
+        try:
+            return study.tell(trial, values, state=state)
+        except (RuntimeError, ValueError) as err:
+            if "Cannot tell a" not in str(err) and "finished" not in str(err).lower():
+                raise
+            outcome.lost_tells += 1
+            _note(bar, f"trial {trial.number} was failed by another worker's sweep while measured here "
+                       f"(raise --stale-after); its configuration was queued again, values {values} not stored")
+            return None
 
     try:
         while True:
@@ -135,23 +161,50 @@ def run_search(
                 return stop(f"the sampler proposed {MAX_REPEATS_IN_A_ROW} measured configurations in a row (try --sampler layerwise or tpe)")
             if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
                 return stop(f"{MAX_FAILURES_IN_A_ROW} trials failed in a row; last reason: {last_failure}")
+            shared = coord.study_budget_reason(study)
+            if shared:
+                return stop(shared)
+            coord.sweep(study)
 
             trial = study.ask()
+            beat = coord.heartbeat(trial)
+            for key, value in coord.identity().items():
+                trial.set_user_attr(key, value)
             config = space.suggest(trial)
+            # The claim: written before the snapshot below is read (see mpsearch.search.workers).
             trial.set_user_attr(CONFIG_ATTR, config.key)
-            trial.set_user_attr(WORKER_ATTR, me)
             outcome.trial_numbers.append(trial.number)
 
-            if config.key not in known:  # another worker may have measured it meanwhile
-                known.update({k: v for k, v in measured_configs(study).items() if k not in known})
+            rivals = []
+            if config.key not in known:  # another worker may have measured it, or be measuring it
+                snapshot = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                    optuna.trial.TrialState.RUNNING))
+                for t in snapshot:
+                    key = t.user_attrs.get(CONFIG_ATTR)
+                    if t.state == optuna.trial.TrialState.COMPLETE:
+                        if key and key not in known:
+                            known[key] = t
+                    elif (key == config.key and t.number != trial.number and REPEAT_ATTR not in t.user_attrs
+                          and COLLISION_ATTR not in t.user_attrs):  # those two never measure
+                        rivals.append(t)
             prior = known.get(config.key)
             if prior is not None:
                 trial.set_user_attr(REPEAT_ATTR, prior.number)
                 if INFEASIBLE in (prior.constraints or {}):
                     trial.set_constraint(INFEASIBLE, prior.constraints[INFEASIBLE])
-                study.tell(trial, prior.values)
+                tell(trial, prior.values)
                 outcome.repeats += 1
                 repeats_in_a_row += 1
+                continue
+            if rivals:
+                rival = min(rivals, key=lambda t: t.number)
+                trial.set_user_attr(COLLISION_ATTR, rival.number)
+                trial.set_user_attr(FAIL_ATTR, f"not measured: trial {rival.number} "
+                                               f"({rival.user_attrs.get('worker', '?')}) is measuring {config.key}")
+                tell(trial, state=optuna.trial.TrialState.FAIL)
+                if RETRY_ATTR in trial.user_attrs:  # a re-measurement owed to a dead worker stays owed
+                    study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.user_attrs[RETRY_ATTR]})
+                outcome.collisions += 1
                 continue
             repeats_in_a_row = 0
             outcome.measured += 1
@@ -162,7 +215,7 @@ def run_search(
             t0 = time.perf_counter()
             try:
                 for objective in objectives:
-                    evaluation = objective.evaluate(network, config)
+                    evaluation = coord.evaluate(objective, network, config)
                     values.append(evaluation.value)
                     for key, value in evaluation.attrs.items():
                         trial.set_user_attr(key, value)
@@ -173,7 +226,9 @@ def run_search(
                 trial.set_user_attr(FAIL_ATTR, str(err))
                 trial.set_constraint(INFEASIBLE, 1.0)
                 worst = [float("1e30") if o.direction == "minimize" else float("-1e30") for o in objectives]
-                known[config.key] = study.tell(trial, worst)
+                finished = tell(trial, worst)
+                if finished is not None:
+                    known[config.key] = finished
                 outcome.infeasible += 1
                 _note(bar, f"trial {trial.number} {config.key}: infeasible: {err}")
                 continue
@@ -185,14 +240,16 @@ def run_search(
             if reason is not None:
                 last_failure = reason.splitlines()[0] if reason else "?"
                 trial.set_user_attr(FAIL_ATTR, last_failure)
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                tell(trial, state=optuna.trial.TrialState.FAIL)
                 outcome.failed += 1
                 failures_in_a_row += 1
                 _note(bar, f"trial {trial.number} {config.key} failed: {last_failure}")
                 continue
             failures_in_a_row = 0
             trial.set_constraint(INFEASIBLE, 0.0)
-            finished = study.tell(trial, values)
+            finished = tell(trial, values)
+            if finished is None:
+                continue
             known[config.key] = finished
             if on_trial is not None:
                 on_trial(finished)
@@ -200,6 +257,8 @@ def run_search(
             since_front_change = 0 if new_front != front else since_front_change + 1
             front = new_front
     finally:
+        if beat is not None:
+            beat.stop()
         if bar is not None:
             bar.close()
         if outcome.stop_reason:
