@@ -24,6 +24,11 @@ def short(fmt: str) -> str:
     return "fp8" if fmt == "fp8_e4m3" else fmt
 
 
+def num(value: float) -> str:
+    """Integers in full with thousands separators (capacity), other values to 5 significant digits."""
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.5g}"
+
+
 def axis_label(report: StudyReport, objective: str) -> str:
     direction = report.directions[report.objectives.index(objective)]
     better = "lower" if direction == "minimize" else "higher"
@@ -173,7 +178,7 @@ def render_heatmap(report: StudyReport, path: Path, y: str | None = None) -> Pat
         for (i, j), code in np.ndenumerate(codes):
             ax.text(j, i, short(menu[code]), ha="center", va="center", fontsize=7, color="white")
     ax.set_xticks(range(cols), report.layers, rotation=90 if cols > 12 else 0, fontsize=8)
-    ax.set_yticks(range(rows), [f"#{t}  {lx:.4g} ms  {y}={ly:.6g}" for t, lx, ly in zip(front["trial"], front[x], front[y])],
+    ax.set_yticks(range(rows), [f"#{t}  {lx:.4g} ms  {y}={num(ly)}" for t, lx, ly in zip(front["trial"], front[x], front[y])],
                   fontsize=7)
     ax.set_title(f"{report.name}: formats of the {rows} Pareto-optimal configurations", fontsize=10)
     ax.legend(handles=[Patch(color=FORMAT_COLOURS.get(f, "#999999"), label=short(f)) for f in menu],
@@ -247,7 +252,7 @@ def summary_renderables(report: StudyReport, max_layer_columns: int = 12) -> lis
     if per_row_origin:
         table.add_column("latency from")
     for _, row in report.front.iterrows():
-        values = [f"{row[o]:.5g}" for o in report.objectives]
+        values = [num(row[o]) for o in report.objectives]
         formats = [",".join(short(row[l]) for l in report.layers)] if wide else [short(row[l]) for l in report.layers]
         origin = [f"{SOURCE_WORDS.get(row['latency_source'], row['latency_source'])} {row['device']}"] if per_row_origin else []
         table.add_row(str(row["trial"]), *values, *formats, *origin)
