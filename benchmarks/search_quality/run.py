@@ -35,7 +35,7 @@ from mpsearch.search.hypervolume import hypervolume, reference_point  # noqa: E4
 from mpsearch.space import SearchSpace, capacity  # noqa: E402
 
 DIRECTIONS = ["minimize", "maximize"]
-SAMPLERS = ("random", "tpe", "nsga2", "gp", "layerwise")
+SAMPLERS = ("random", "nsga2", "tpe", "layerwise", "gp")  # in order of cost per proposal
 
 
 def load_truth(args: argparse.Namespace):
@@ -69,7 +69,10 @@ def run_one(job: tuple) -> list[dict]:
     study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
     measured: dict[str, tuple[float, float]] = {}
     rows, asks, spent = [], 0, 0.0
+    started = time.perf_counter()
     while len(measured) < args.budget and asks < 10 * args.budget:
+        if args.run_seconds and time.perf_counter() - started > args.run_seconds:
+            break  # too slow for the time given: the run is kept, and marked short in the summary
         t0 = time.perf_counter()
         trial = study.ask()
         config = space.suggest(trial)
@@ -83,8 +86,11 @@ def run_one(job: tuple) -> list[dict]:
         measured[config.key] = values
         study.tell(trial, values)
         hv = hypervolume(list(measured.values()), ref, DIRECTIONS)
+        # The stop rule of `mpsearch search --target-hv 0.99`: how sure the model is, to check it
+        # against the true fraction.
+        confidence = sampler.front_confidence(study, 0.99) if args.confidence and name == "layerwise" else np.nan
         rows.append({"sampler": name, "seed": seed, "measured": len(measured), "asks": asks,
-                     "hv_fraction": hv / true_hv, "suggest_s": spent})
+                     "hv_fraction": hv / true_hv, "suggest_s": spent, "confidence99": confidence})
     return rows
 
 
@@ -99,31 +105,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-list", default=None, help="explicit comma-separated seeds (overrides --seeds)")
     p.add_argument("--budget", type=int, default=160, help="distinct measured configurations per run")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--confidence", action="store_true",
+                   help="record the layerwise sampler's front_confidence(0.99) after every measurement")
+    p.add_argument("--run-seconds", type=float, default=None,
+                   help="stop a run after this many seconds (a slow sampler's run is then kept short, and says so)")
     p.add_argument("--out", required=True, help="CSV of per-measurement hypervolume fractions")
     args = p.parse_args(argv)
     space, gt, ref, true_hv, front = load_truth(args)
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
-    jobs = [(args, name, seed) for name in args.samplers.split(",") for seed in seeds]
+    # Slowest samplers first, so they do not start last on a pool of workers.
+    names = sorted(args.samplers.split(","), key=lambda n: -SAMPLERS.index(n) if n in SAMPLERS else 0)
+    jobs = [(args, name, seed) for name in names for seed in seeds]
     print(f"{space.network.name} over {','.join(space.menu)}: {space.size} configurations, true front "
           f"{len(front)} points, HV {true_hv:.6g} at reference {ref}; {describe_source(gt.backend)}", flush=True)
-    rows = []
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        for out in pool.imap_unordered(run_one, jobs):
-            rows += out
-            last = out[-1]
-            print(f"  {last['sampler']:10s} seed {last['seed']:2d}: {last['measured']} measured in {last['asks']} asks, "
-                  f"HV {last['hv_fraction']:.4f}, {last['suggest_s']:.1f} s suggesting", flush=True)
-    df = pd.DataFrame(rows)
-    df.attrs = {}
     meta = {"network": space.network.name, "menu": ",".join(space.menu), "space_size": space.size,
-            "source": describe_source(gt.backend), "device": gt.backend.recording.device, "ground_truth": args.ground_truth,
-            "reference": ref, "true_hv": true_hv, "true_front_points": len(front), "budget": args.budget}
+            "source": describe_source(gt.backend), "device": gt.backend.recording.device,
+            "ground_truth": args.ground_truth, "reference": ref, "true_hv": true_hv,
+            "true_front_points": len(front), "budget": args.budget}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["sampler", "seed", "measured", "asks", "hv_fraction", "suggest_s", "confidence99"]
+    # Each finished run is appended at once, so a run cut short still leaves every finished one.
     with out.open("w") as fh:
         for k, v in meta.items():
             fh.write(f"# {k}: {v}\n")
-        df.sort_values(["sampler", "seed", "measured"]).to_csv(fh, index=False)
+        fh.write(",".join(columns) + "\n")
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        for rows in pool.imap_unordered(run_one, jobs):
+            pd.DataFrame(rows, columns=columns).to_csv(out, mode="a", header=False, index=False)
+            last = rows[-1]
+            print(f"  {last['sampler']:10s} seed {last['seed']:2d}: {last['measured']} measured in {last['asks']} asks, "
+                  f"HV {last['hv_fraction']:.4f}, {last['suggest_s']:.1f} s suggesting", flush=True)
     print(f"wrote {out}")
     return 0
 

@@ -65,6 +65,28 @@ def summary(df: pd.DataFrame, budget: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def stop_rule_check(df: pd.DataFrame) -> str:
+    """Where `--target-hv 0.99` would have stopped each layerwise run (model >= 95 % sure), and the
+    true fraction there."""
+    out = []
+    for seed, g in df[df["confidence99"].notna()].groupby("seed"):
+        g = g.sort_values("measured")
+        hit = g[g["confidence99"] >= 0.95]
+        if len(hit):
+            out.append((seed, int(hit["measured"].iloc[0]), float(hit["hv_fraction"].iloc[0])))
+        else:
+            out.append((seed, None, None))
+    stopped = [o for o in out if o[1] is not None]
+    if not stopped:
+        return f"Stop rule (--target-hv 0.99): the model never reached 95 % confidence in {len(out)} runs."
+    fr = np.array([o[2] for o in stopped])
+    n = np.array([o[1] for o in stopped])
+    return (f"Stop rule check (`--target-hv 0.99`, stop when the model is >= 95 % sure): {len(stopped)} of {len(out)} "
+            f"layerwise runs would have stopped, after a median of {np.median(n):.0f} measurements "
+            f"(range {n.min()}-{n.max()}); the true fraction there: median {np.median(fr):.4f}, min {fr.min():.4f}; "
+            f"{int((fr >= 0.99).sum())} of {len(stopped)} had really reached 99 %.")
+
+
 def markdown(table: pd.DataFrame) -> str:
     # pandas' to_markdown needs the tabulate package; a pipe table is one line per row.
     cols = list(table.columns)
@@ -118,6 +140,8 @@ def main(argv: list[str]) -> int:
              "- budget = distinct measured configurations; a repeated proposal is answered from the cache and not counted",
              "- objectives: latency (minimised, from the ground truth), capacity (maximised, exact)", "",
              markdown(table), ""]
+    if "confidence99" in df and df["confidence99"].notna().any():
+        lines += stop_rule_check(df), ""
     md = path.with_suffix(".md")
     md.write_text("\n".join(lines))
     plot(df, meta, path.with_suffix(".png"))
