@@ -104,3 +104,50 @@ class OpSum:
         front = np.column_stack([vals[:, 0], -vals[:, 1]])
         box = np.array([[lat.min(1).sum(), cap.min(1).sum()], [lat.max(1).sum(), cap.max(1).sum()]])
         return front, box
+
+
+def oracle_trials(front: np.ndarray, reference, directions, targets=(0.95, 0.99, 1.0)) -> dict[float, int]:
+    """How many configurations an oracle that measures only true-front points, the largest
+    hypervolume gain first, needs to reach each fraction of the true front's hypervolume (greedy:
+    a lower bound for any sampler up to the greedy's slack)."""
+    from mpsearch.search.hypervolume import hypervolume
+
+    total = hypervolume(front, reference, directions)
+    chosen: list[int] = []
+    out, hv = {}, 0.0
+    left = list(range(len(front)))
+    while left and len(out) < len(targets):
+        gains = [hypervolume(front[chosen + [i]], reference, directions) for i in left]
+        best = int(np.argmax(gains))
+        hv = gains[best]
+        chosen.append(left.pop(best))
+        for t in targets:
+            if t not in out and hv >= t * total * (1 - 1e-12):
+                out[t] = len(chosen)
+    return out
+
+
+def additive_ceiling(gt: EndToEnd, reference, directions) -> tuple[float, float]:
+    """Fit the layerwise sampler's additive model (layer + boundary terms) by least squares to all
+    recorded configurations: (residual RMS as a fraction of the mean latency, the true hypervolume
+    fraction of the front that fitted model predicts). The part of the latency no layer-additive
+    model can know, and the ceiling it puts on a model-guided search with few measurements."""
+    import moocore
+
+    from mpsearch.search.hypervolume import hypervolume
+    from mpsearch.search.layerwise import _Structure
+
+    st = _Structure(gt.space)
+    index = {f: i for i, f in enumerate(gt.space.menu)}
+    configs = list(gt.space.all_configs())
+    codes = np.array([[index[c[layers[0]]] for _, layers in gt.space.decisions] for c in configs])
+    y = np.array([gt.latency(c) for c in configs])
+    x = st.design(codes)
+    w, *_ = np.linalg.lstsq(x, y, rcond=None)
+    fit = x @ w
+    points = gt.all_points()
+    predicted = np.column_stack([fit, points[:, 1]])
+    chosen = points[moocore.is_nondominated(predicted, maximise=[False, True])]
+    front = points[moocore.is_nondominated(points, maximise=[False, True])]
+    frac = hypervolume(chosen, reference, directions) / hypervolume(front, reference, directions)
+    return float(np.sqrt(np.mean((y - fit) ** 2)) / y.mean()), float(frac)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ground_truth import EndToEnd, OpSum, describe_source  # noqa: E402
+from ground_truth import EndToEnd, OpSum, additive_ceiling, describe_source, oracle_trials  # noqa: E402
 
 from mpsearch.network import resolve_network  # noqa: E402
 from mpsearch.search.hypervolume import hypervolume, reference_point  # noqa: E402
@@ -122,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             "source": describe_source(gt.backend), "device": gt.backend.recording.device,
             "ground_truth": args.ground_truth, "reference": ref, "true_hv": true_hv,
             "true_front_points": len(front), "budget": args.budget}
+    meta["oracle_trials"] = oracle_trials(front, ref, DIRECTIONS)
+    if isinstance(gt, EndToEnd):
+        resid, ceiling = additive_ceiling(gt, ref, DIRECTIONS)
+        meta["additive_fit_rms"] = f"{resid:.4f}"
+        meta["additive_fit_front_hv"] = f"{ceiling:.4f}"
+    print(f"oracle (true-front points, best first) reaches 95/99/100 % with {meta['oracle_trials']}; "
+          + (f"best additive fit: RMS residual {resid:.2%} of the mean latency, its front's true HV fraction "
+             f"{ceiling:.4f}" if isinstance(gt, EndToEnd) else ""), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     columns = ["sampler", "seed", "measured", "asks", "hv_fraction", "suggest_s", "confidence99"]
