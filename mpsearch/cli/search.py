@@ -216,13 +216,13 @@ def run_search_command(args: argparse.Namespace) -> int:
     from mpsearch.cli.worker import coordinator_from_args, run_guarded, run_local_workers
     from mpsearch.search.storage import STUDIES_DIR, check_parallel
 
-    budget = _budget(args)
-    if args.target_hv is not None and args.sampler != "layerwise":
-        raise InvalidSpecError(f"--target-hv needs a model of the front: use it with --sampler layerwise, not {args.sampler}")
     if args.workers < 0:
         raise InvalidSpecError(f"--workers must be an integer >= 0, got {args.workers}")
     if args.workers != 1 and args.trials is None:
         raise InvalidSpecError(f"--workers {args.workers} shares the study's budget between workers: give --trials N (the total)")
+    budget = _budget(args)
+    if args.target_hv is not None and args.sampler != "layerwise":
+        raise InvalidSpecError(f"--target-hv needs a model of the front: use it with --sampler layerwise, not {args.sampler}")
     setup = Setup(args, args.network, args.backend, args.formats, args.objective or DEFAULT_OBJECTIVES)
     name = args.study_name or setup.network.name
     if args.storage is None and args.workers > 1:

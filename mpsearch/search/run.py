@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from mpsearch.errors import MpsearchError, UnsupportedConfigError
-from mpsearch.objectives import Objective
+from mpsearch.objectives import Objective, check_objective_value
 from mpsearch.search.record import CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, REPEAT_ATTR, STOP_ATTR
 from mpsearch.search.workers import COLLISION_ATTR, RETRY_ATTR, Coordinator, worker_id  # noqa: F401
 from mpsearch.space import SearchSpace
@@ -130,17 +130,22 @@ def run_search(
         outcome.stop_reason = reason
         return outcome
 
+    def swept_meanwhile(trial: Any, values: Any = None) -> None:
+        beat.stop()
+        outcome.lost_tells += 1
+        _note(bar, f"trial {trial.number} was failed by another worker's sweep while measured here "
+                   f"(raise --stale-after); its configuration was queued again"
+                   + (f"; values {values} not stored" if values else ""))
+
     def tell(trial: Any, values: Any = None, state: Any = None) -> Any:
         """Stop the trial's heartbeat, then tell it; None if a sweep failed it meanwhile."""
         beat.stop()
         try:
             return study.tell(trial, values, state=state)
-        except (RuntimeError, ValueError) as err:
-            if "Cannot tell a" not in str(err) and "finished" not in str(err).lower():
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as err:
+            if isinstance(err, ValueError) and "Cannot tell a" not in str(err):
                 raise
-            outcome.lost_tells += 1
-            _note(bar, f"trial {trial.number} was failed by another worker's sweep while measured here "
-                       f"(raise --stale-after); its configuration was queued again, values {values} not stored")
+            swept_meanwhile(trial, values)
             return None
 
     try:
@@ -216,7 +221,8 @@ def run_search(
             try:
                 for objective in objectives:
                     evaluation = coord.evaluate(objective, network, config)
-                    values.append(evaluation.value)
+                    # Latency too: a backend returning NaN must fail its trial with the reason.
+                    values.append(check_objective_value(objective.name, evaluation.value))
                     for key, value in evaluation.attrs.items():
                         trial.set_user_attr(key, value)
                 trial.set_user_attr(DEVICE_ATTR, device)
@@ -234,12 +240,20 @@ def run_search(
                 continue
             except MpsearchError as err:
                 reason = str(err)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                swept_meanwhile(trial)  # writing the result onto a trial a sweep has failed
+                continue
             except Exception as err:  # a bug in a backend or plug-in must not lose the study
                 reason = f"{type(err).__name__}: {err}"
-            trial.set_user_attr("measure_s", round(time.perf_counter() - t0, 4))
+            try:
+                trial.set_user_attr("measure_s", round(time.perf_counter() - t0, 4))
+                if reason is not None:
+                    trial.set_user_attr(FAIL_ATTR, reason.splitlines()[0] if reason else "?")
+            except optuna.exceptions.UpdateFinishedTrialError:
+                swept_meanwhile(trial)
+                continue
             if reason is not None:
                 last_failure = reason.splitlines()[0] if reason else "?"
-                trial.set_user_attr(FAIL_ATTR, last_failure)
                 tell(trial, state=optuna.trial.TrialState.FAIL)
                 outcome.failed += 1
                 failures_in_a_row += 1

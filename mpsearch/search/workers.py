@@ -446,8 +446,14 @@ def storage_errors_to_one_line(url: str, err: BaseException) -> StorageError | N
     """A StorageError for a database/Redis/file error raised mid-search, or None for other errors."""
     from mpsearch.search.storage import redacted, storage_failure
 
-    names = {c.__module__.split(".")[0] for c in type(err).__mro__}
-    if names & {"sqlalchemy", "redis", "psycopg2", "psycopg"} or isinstance(err, OSError):
+    cause: BaseException | None = err
+    while cause is not None:  # Optuna wraps a failed commit in StorageInternalError: look inside
+        names = {c.__module__.split(".")[0] for c in type(cause).__mro__}
+        if names & {"sqlalchemy", "redis", "psycopg2", "psycopg"} or isinstance(cause, OSError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        err = cause
         text = storage_failure(url, err).replace("cannot be opened", "failed during the search")
         return StorageError(f"{text}; every trial finished before it is stored: continue with "
                             f"`mpsearch resume` (--storage {redacted(url)})")

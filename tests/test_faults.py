@@ -1,0 +1,354 @@
+"""The bad-input and fault suite: each case pins the exact behaviour, a one-line error or a failed
+(or infeasible) trial with its reason, and that the study goes on with nothing measured lost.
+
+tests/test_cli_search.py and tests/test_search_run.py already pin a plug-in that raises or returns
+NaN/inf/a string, unknown presets/formats/objectives, a kernel-check failure and ten failures in a
+row; this suite covers the rest. Most cases run in-process (fast); the CLI is driven through
+``mpsearch.cli.main`` exactly as the console script does.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import warnings
+
+import optuna
+import pytest
+
+from mpsearch.cli import main
+from mpsearch.errors import StorageError, UnsupportedConfigError
+from mpsearch.formats import check_k_alignment, check_menu
+from mpsearch.network import Layer, Network
+from mpsearch.objectives import CapacityObjective, LatencyObjective, PluginObjective, parse_objective
+from mpsearch.search.record import CONFIG_ATTR, FAIL_ATTR
+from mpsearch.search.run import Budget, run_search
+from mpsearch.search.storage import open_storage
+from mpsearch.search.workers import Coordinator, launch_workers
+from mpsearch.space import SearchSpace
+from tests import fakes
+
+COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+NET = Network("tiny3", (Layer("fc1", 64, 128, 256), Layer("fc2", 64, 64, 128), Layer("fc3", 64, 32, 64)))
+SPACE = SearchSpace(NET, ("fp16", "int8", "fp8_e4m3"))  # 27 configurations
+
+
+def new_study(storage=None, plugins=0):
+    return optuna.create_study(directions=["minimize", "maximize"] + ["maximize"] * plugins, storage=storage,
+                               sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def search(study, backend, *extra_objectives, trials=8, space=SPACE, coordinator=None):
+    objectives = [LatencyObjective(backend), CapacityObjective(), *extra_objectives]
+    return run_search(study, space, objectives, Budget(trials=trials), progress=False,
+                      device=backend.capabilities.device, coordinator=coordinator)
+
+
+def reasons(study, state=FAIL):
+    return [t.user_attrs.get(FAIL_ATTR, "") for t in study.trials if t.state == state]
+
+
+def first_layer_int8(config):
+    return config["fc1"] == "int8"
+
+
+def cli_error(capsys, *args):
+    """Run the CLI in-process; (exit code, the stderr lines that are not warnings)."""
+    code = main(list(args))
+    err = [l for l in capsys.readouterr().err.strip().splitlines() if not l.startswith("warning:")]
+    return code, err
+
+
+# --- faults during a measurement: a failed trial with its reason, and the study goes on ------------
+
+@pytest.mark.parametrize("fault, reason", [
+    ("oom", "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ("nan", "objective latency returned nan; it must return a finite float"),
+    ("inf", "objective latency returned inf; it must return a finite float"),
+    ("string", "objective latency returned str 'fast'; it must return a float"),
+    ("bug", "ZeroDivisionError: division by zero"),
+])
+def test_a_backend_fault_fails_only_the_affected_trials_with_the_reason(fault, reason):
+    study = new_study()
+    backend = fakes.FakeBackend(fault=fault, when=first_layer_int8)
+    outcome = search(study, backend, trials=12)
+    failed = [t for t in study.trials if t.state == FAIL]
+    complete = [t for t in study.trials if t.state == COMPLETE]
+    assert failed and complete, "the fault must hit some trials and the study must go on"
+    assert all(t.user_attrs[CONFIG_ATTR].startswith("int8,") for t in failed)
+    assert all(reason in t.user_attrs[FAIL_ATTR] for t in failed)
+    assert not any(t.user_attrs[CONFIG_ATTR].startswith("int8,") for t in complete)
+    assert outcome.failed == len(failed) and outcome.measured == 12
+
+
+def test_gpu_out_of_memory_is_not_mistaken_for_an_unsupported_configuration():
+    # OOM depends on what else holds GPU memory: the trial fails (a sampler may try it again),
+    # it is not marked infeasible (which would ban the configuration for good).
+    study = new_study()
+    search(study, fakes.FakeBackend(fault="oom"), trials=3)
+    assert [t.state for t in study.trials] == [FAIL] * 3
+    assert all(not t.constraints for t in study.trials)
+
+
+def test_a_plugin_that_hangs_past_the_timeout_fails_its_trial_and_the_next_trials_run():
+    study = new_study(plugins=1)
+    hang = parse_objective("stuck=tests.fakes:hangs_on_int8_first_layer:maximize")
+    coordinator = Coordinator(heartbeat_s=0.05, stale_after_s=5, objective_timeout_s=0.3)
+    backend = fakes.FakeBackend()
+    search(study, backend, hang, trials=8, coordinator=coordinator)
+    failed = reasons(study)
+    assert failed, "the random sampler picks int8 for fc1 within 8 trials at seed 0"
+    assert all("objective stuck (tests.fakes:hangs_on_int8_first_layer) did not return within 0.3 s" in r
+               and "raise --objective-timeout" in r for r in failed)
+    assert len([t for t in study.trials if t.state == COMPLETE]) == 8 - len(failed)
+
+
+@pytest.mark.parametrize("plugin, reason", [
+    ("tests.fakes:returns_none", "returned NoneType None; it must return a float"),
+    ("tests.fakes:returns_bool", "returned bool True; it must return a float"),
+])
+def test_a_plugin_returning_a_non_number_fails_the_trial(plugin, reason):
+    study = new_study(plugins=1)
+    search(study, fakes.FakeBackend(), parse_objective(plugin), trials=2)
+    assert [t.state for t in study.trials] == [FAIL, FAIL]
+    assert all(reason in r for r in reasons(study))
+
+
+def test_a_plugin_returning_a_numpy_float_is_accepted():
+    study = new_study(plugins=1)
+    search(study, fakes.FakeBackend(), parse_objective("tests.fakes:returns_numpy_float32"), trials=2)
+    assert [t.state for t in study.trials] == [COMPLETE, COMPLETE]
+    assert all(t.values[2] == 0.5 for t in study.trials)
+
+
+def test_a_failed_trial_keeps_every_earlier_measurement():
+    # Faults on some trials must not disturb the trials already told.
+    study = new_study()
+    search(study, fakes.FakeBackend(), trials=5)
+    before = {t.number: t.values for t in study.trials}
+    search(study, fakes.FakeBackend(fault="oom"), trials=3)
+    after = {t.number: t.values for t in study.trials if t.number in before}
+    assert after == before
+
+
+# --- impossible dimensions: format alignment ------------------------------------------------------
+
+@pytest.mark.parametrize("k, fmt, message", [
+    (100, "int4", "layer fc1 cannot run in int4: its k=100 is not a multiple of 32, which int4 kernels need "
+                  "(operand rows are loaded 32 elements at a time); keep fc1 out of int4 or pad k to 128"),
+    (24, "fp8", "layer fc1 cannot run in fp8_e4m3: its k=24 is not a multiple of 16"),
+])
+def test_a_k_the_format_cannot_load_is_refused_naming_layer_dimension_and_multiple(k, fmt, message):
+    with pytest.raises(UnsupportedConfigError) as err:
+        check_k_alignment("fc1", k, fmt)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("k, fmt", [(100, "fp16"), (100, "int8"), (96, "int4"), (48, "fp8_e4m3")])
+def test_a_k_the_format_can_load_passes(k, fmt):
+    check_k_alignment("fc1", k, fmt)
+
+
+def test_roofline_marks_an_int4_config_with_a_misaligned_k_infeasible_and_prices_the_rest():
+    from mpsearch.backends.roofline import RooflineBackend
+
+    net = Network("odd", (Layer("fc1", 64, 128, 100), Layer("fc2", 64, 64, 128)))
+    space = SearchSpace(net, ("fp16", "int4"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = new_study()
+        search(study, RooflineBackend("a100"), trials=4, space=space)
+    by_config = {t.user_attrs[CONFIG_ATTR]: t for t in study.trials if "repeat_of" not in t.user_attrs}
+    assert set(by_config) == {"fp16,fp16", "fp16,int4", "int4,fp16", "int4,int4"}
+    for key, t in by_config.items():
+        infeasible = key.startswith("int4")
+        assert (t.constraints.get("unsupported") == 1.0) == infeasible, key
+        if infeasible:
+            assert "layer fc1 cannot run in int4: its k=100 is not a multiple of 32" in t.user_attrs[FAIL_ATTR]
+
+
+# --- formats the device cannot run -------------------------------------------------------------------
+
+def test_a_format_on_an_unknown_architecture_is_refused_with_what_runs_there():
+    with pytest.raises(UnsupportedConfigError, match=r"format fp16 cannot run on sm_75: remove it from --formats"):
+        check_menu(("fp16",), 75)
+
+
+def test_an_emulated_format_is_allowed_with_a_warning():
+    with pytest.warns(UserWarning, match=r"int4 have no tensor-core path on sm_90 and run emulated"):
+        assert check_menu(("fp16", "int4"), 90) == ("int4",)
+
+
+# --- malformed specs and options (one line, exit 2) ------------------------------------------------
+
+@pytest.mark.parametrize("toml, message", [
+    ('name = "x"\nbatch = 8\nsizes = [64, 0, 32]\n', "x.toml: sizes[1] must be an integer in [1, 16777216], got 0"),
+    ('name = "x"\nsizes = [64, 32]\n', "x.toml: batch is required with sizes"),
+    ('name = "x"\nbatch = 8\n[[layers]]\nname = "a"\nk = 64\n', "x.toml: layers[0] (a).n is required, got none"),
+    ('name = "x"\nbatch = 8\n[[layers]]\nname = "a"\nk = "64"\nn = 8\n', "layers[0] (a).k must be an integer"),
+    ('name = "x"\nbatch = 8\nsizes = [64, 32, 16]\n[groups]\nab = ["fc1", "fc9"]\n', "groups.ab names unknown layer 'fc9'"),
+    ('name = "x"\nbatch = 8\nsizes = [64, 32]\nlayer = 3\n', "x.toml: unknown field 'layer'"),
+])
+def test_a_malformed_network_spec_is_one_line_naming_the_field(capsys, tmp_path, monkeypatch, toml, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.toml").write_text(toml)
+    code, err = cli_error(capsys, "search", "x.toml", "--trials", "1", "--backend", "roofline", "--no-progress")
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_a_plugin_module_that_raises_on_import_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken_proxy.py").write_text("raise RuntimeError('needs a GPU at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, err = cli_error(capsys, "search", "mlp6", "--trials", "1", "--backend", "roofline", "--no-progress",
+                          "--objective", "latency", "--objective", "broken_proxy:acc")
+    assert code == 2 and err == ["error: objective 'broken_proxy:acc': importing 'broken_proxy' raised "
+                                 "RuntimeError: needs a GPU at import"]
+    sys.modules.pop("broken_proxy", None)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("tests.fakes:FAULTS", "'FAULTS' is a tuple, not a callable"),
+    ("tests.fakes:slow_capacity:upward", "direction must be minimize or maximize, got 'upward'"),
+    ("tests.fakes", "is not 'latency', 'capacity' or 'package.module:function[:minimize|maximize]'"),
+])
+def test_a_malformed_plugin_objective_is_one_line(capsys, tmp_path, monkeypatch, spec, message):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "search", "mlp6", "--trials", "1", "--backend", "roofline", "--no-progress",
+                          "--objective", "latency", "--objective", spec)
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--workers", "2", "--storage", "sqlite:///s.db", "--trials", "4"),
+     "storage sqlite:///s.db is SQLite, which takes one process at a time, but 2 workers were asked for: use --storage journal:"),
+    (("--workers", "3"), "--workers 3 shares the study's budget between workers: give --trials N (the total)"),
+    (("--workers", "-1", "--trials", "2"), "--workers must be an integer >= 0, got -1"),
+    (("--trials", "2", "--heartbeat", "10", "--stale-after", "15"),
+     "--stale-after must be at least twice --heartbeat"),
+])
+def test_bad_worker_options_are_one_line(capsys, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "search", "mlp6", "--backend", "roofline", "--no-progress", *args)
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_more_pinned_workers_than_visible_gpus_is_refused(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(UnsupportedConfigError, match=r"--workers 2 needs 2 GPUs \(one per worker\) but 1 are visible "
+                                                      r"\(CUDA_VISIBLE_DEVICES=0\): use --workers 1"):
+        launch_workers(2, ["x"], pin_gpus=True)
+
+
+# --- storages: wrong, unreachable, locked, torn -----------------------------------------------------
+
+@pytest.mark.parametrize("url, message", [
+    ("journal:/nonexistent/dir/s.log", "storage journal:/nonexistent/dir/s.log: folder /nonexistent/dir does not exist"),
+    ("sqlite://s.db", "a SQLite URL has three slashes: sqlite:///relative.db or sqlite:////abs/path.db"),
+    ("redis://127.0.0.1:1/0", "storage redis://127.0.0.1:1/0 cannot be opened: Error 111 connecting to 127.0.0.1:1"),
+    ("postgresql://root:secret@127.0.0.1:1/test", "storage postgresql://root:***@127.0.0.1:1/test cannot be opened"),
+    ("mongodb://127.0.0.1/x", "storage mongodb://127.0.0.1/x cannot be opened: Can't load plugin: sqlalchemy.dialects:mongodb"),
+])
+def test_a_wrong_or_unreachable_storage_is_one_line(url, message):
+    with pytest.raises(StorageError) as err:
+        open_storage(url)
+    text = str(err.value)
+    assert message in text and "\n" not in text
+    assert "secret" not in text
+
+
+def test_a_journal_path_that_is_a_folder_is_refused(tmp_path):
+    with pytest.raises(StorageError, match=r"is a folder; give a file name, e.g. journal:"):
+        open_storage(f"journal:{tmp_path}")
+
+
+def test_a_locked_sqlite_database_is_one_line_and_keeps_what_was_stored(tmp_path, monkeypatch):
+    from mpsearch.cli.worker import run_guarded
+    from mpsearch.search import storage as storage_module
+
+    monkeypatch.setattr(storage_module, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = new_study(open_storage(url))
+    search(study, fakes.FakeBackend(), trials=3)
+    holder = sqlite3.connect(f"{tmp_path}/s.db")
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, as far as SQLite can tell
+    try:
+        with pytest.raises(StorageError) as err:
+            run_guarded(url, lambda: search(study, fakes.FakeBackend(), trials=3))
+        assert str(err.value).startswith(f"storage {url} is locked by another process (SQLite takes one writer at a time)")
+        assert "continue with `mpsearch resume`" in str(err.value)
+        with pytest.raises(StorageError, match="is locked by another process"):
+            open_storage(url)
+    finally:
+        holder.rollback()
+        holder.close()
+    reloaded = optuna.load_study(study_name=study.study_name, storage=open_storage(url))
+    assert len([t for t in reloaded.trials if t.state == COMPLETE]) == 3
+
+
+def test_a_torn_journal_line_is_cut_and_the_study_continues(tmp_path):
+    path = tmp_path / "s.log"
+    study = new_study(open_storage(f"journal:{path}"))
+    search(study, fakes.FakeBackend(), trials=4)
+    with open(path, "ab") as fh:
+        fh.write(b'{"op_code": 6, "worker_id": "x", "trial_id"')  # a writer killed mid-line
+    storage = open_storage(f"journal:{path}")
+    reloaded = optuna.load_study(study_name=study.study_name, storage=storage)
+    before = [t for t in reloaded.trials if t.state == COMPLETE and "repeat_of" not in t.user_attrs]
+    assert len(before) == 4
+    assert (tmp_path / "s.log.torn").read_bytes().startswith(b'{"op_code": 6')
+    search(reloaded, fakes.FakeBackend(), trials=2)  # appends land on a clean line
+    again = optuna.load_study(study_name=study.study_name, storage=open_storage(f"journal:{path}"))
+    assert len([t for t in again.trials if t.state == COMPLETE and "repeat_of" not in t.user_attrs]) == 6
+
+
+# --- workers: refusal, budget, tells that lost a race ---------------------------------------------------
+
+def _created_study(capsys, name, *extra):
+    code = main(["search", "mlp6", "--study-name", name, "--backend", "roofline", "--no-progress",
+                 "--storage", "journal:s.log", *extra])
+    capsys.readouterr()
+    assert code == 0
+
+
+def test_a_worker_on_another_gpu_model_is_refused_naming_both(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _created_study(capsys, "w", "--workers", "0", "--trials", "5")
+    code, err = cli_error(capsys, "worker", "w", "--storage", "journal:s.log", "--device", "h200", "--no-progress")
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: worker refused: study 'w' is measured on NVIDIA H100 80GB HBM3, but this "
+                             "worker's backend roofline gives NVIDIA H200")
+    study = optuna.load_study(study_name="w", storage=open_storage("journal:s.log"))
+    assert study.trials == []  # a refused worker measured nothing
+
+
+def test_a_worker_on_a_study_without_a_budget_needs_its_own(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _created_study(capsys, "nb", "--trials", "2")
+    code, err = cli_error(capsys, "worker", "nb", "--storage", "journal:s.log", "--no-progress")
+    assert code == 2 and err == ["error: study 'nb' has no shared budget (it was not started with `mpsearch search "
+                                 "--trials N --workers ...`): give this worker --trials N and/or --timeout SECONDS"]
+
+
+def test_a_worker_for_a_missing_study_lists_what_the_storage_holds(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _created_study(capsys, "here", "--trials", "1")
+    code, err = cli_error(capsys, "worker", "nothere", "--storage", "journal:s.log", "--trials", "1")
+    assert code == 2 and err == ["error: no study 'nothere' in journal:s.log (it holds here); give --storage or "
+                                 "start one with `mpsearch search`"]
+
+
+def test_a_measurement_whose_trial_was_swept_meanwhile_is_reported_not_crashed(capsys):
+    # A worker paused longer than --stale-after is declared dead; when it wakes, its tell fails.
+    # The loop says so and goes on (the configuration was queued again by the sweeper).
+    study = new_study()
+
+    class SweptDuringMeasurement(fakes.FakeBackend):
+        def measure(self, network, config):
+            running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+            study.tell(running[0].number, state=FAIL)  # what another worker's sweep does
+            return super().measure(network, config)
+
+    outcome = search(study, SweptDuringMeasurement(), trials=2)
+    assert outcome.lost_tells == 2 and outcome.measured == 2
+    assert "was failed by another worker's sweep while measured here" in capsys.readouterr().out
