@@ -89,6 +89,31 @@ _DEFAULT_MENUS = {
 }
 
 
+# The reduction dimension K a GEMM in a format must be a multiple of (A and B rows run along K).
+# int4 operands are packed two per byte and its only kernels (the sm_80 int4 ones, also run emulated
+# on sm_90) load 32 elements at a time (GPU.md: alignment 32/32/8); fp8 kernels exist only as
+# sm_89/sm_90 TMA kernels, whose rows must be 16-byte aligned. fp16, bf16 and int8 have kernels of
+# smaller alignment (slower, but they run), so no K is impossible for them.
+MIN_K_MULTIPLE = {"int4": 32, "fp8_e4m3": 16}
+
+
+def check_k_alignment(layer: str, k: int, fmt: str) -> None:
+    """UnsupportedConfigError if layer ``layer`` with reduction dimension ``k`` cannot run in ``fmt``.
+
+    Backends call it for each GEMM they are asked to price; the message names the layer, the
+    dimension, the multiple the format needs, and the fix.
+    """
+    name = get_format(fmt).name
+    multiple = MIN_K_MULTIPLE.get(name)
+    if multiple and k % multiple:
+        padded = -(-k // multiple) * multiple
+        raise UnsupportedConfigError(
+            f"layer {layer} cannot run in {name}: its k={k} is not a multiple of {multiple}, which {name} "
+            f"kernels need (operand rows are loaded {multiple} elements at a time); keep {layer} out of "
+            f"{name} or pad k to {padded}"
+        )
+
+
 def get_format(name: str) -> NumberFormat:
     """The format called ``name`` (aliases such as ``fp8`` accepted)."""
     key = ALIASES.get(name.strip().lower(), name.strip().lower())

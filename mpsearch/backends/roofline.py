@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from mpsearch.backends import config_formats
 from mpsearch.backends.base import MODEL, BackendCapabilities, LatencyBackend, LatencyResult
 from mpsearch.errors import InvalidSpecError, UnsupportedConfigError
-from mpsearch.formats import EMULATED, check_menu, get_format, parse_menu
+from mpsearch.formats import EMULATED, check_k_alignment, check_menu, get_format, parse_menu
 from mpsearch.network import Network, Op
 from mpsearch.space import Config
 
@@ -153,6 +153,8 @@ class RooflineBackend(LatencyBackend):
         formats = config_formats(network, config)
         per_layer = dict.fromkeys(network.layer_names, 0.0)
         for op in network.ops(formats):
+            if op.kind == "gemm":
+                check_k_alignment(op.layer, op.k, op.fmt)  # no kernel exists: infeasible, not slow
             per_layer[op.layer] += op_time_ms(op, self.spec, self.launch_us)
         layers = tuple(per_layer.values())
         return LatencyResult(
