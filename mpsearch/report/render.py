@@ -73,14 +73,15 @@ def _title(report: StudyReport) -> str:
     return f"{what} over {{{', '.join(map(short, report.spec.menu))}}}"
 
 
-def _plot_study(ax: Any, report: StudyReport, x: str, y: str, colour: str, label: str, *, faint: bool) -> None:
+def _plot_study(ax: Any, report: StudyReport, x: str, y: str, colour: str, label: str, *, faint: bool,
+                marker: str = "o", size: float = 36) -> None:
     done = report.trials[report.trials["state"] == "COMPLETE"]
     off = done[~done["on_front"]]
     alpha = 0.25 if faint else 0.5
     ax.scatter(off[x], off[y], s=14, color="0.55" if not faint else colour, alpha=alpha, linewidths=0,
                label=None if faint else f"trials ({_trial_count(done)})")
     front = report.front.sort_values(x)
-    ax.scatter(front[x], front[y], s=36, color=colour, edgecolors="black", linewidths=0.5, zorder=3,
+    ax.scatter(front[x], front[y], s=size, marker=marker, color=colour, edgecolors="black", linewidths=0.5, zorder=3,
                label=f"{label} ({len(front)} configurations)")
     if _staircase(report, x, y) and len(front) > 1:
         ydir = report.directions[report.objectives.index(y)]
@@ -198,7 +199,10 @@ def render_comparison_png(reports: Sequence[StudyReport], path: Path, y: str | N
     fig = Figure(figsize=(9, 6), layout="constrained")
     ax = fig.add_subplot()
     for i, r in enumerate(reports):
-        _plot_study(ax, r, x, y, STUDY_COLOURS[i % len(STUDY_COLOURS)], _study_label(r), faint=True)
+        # Fronts of several studies share points: later ones get smaller, different markers, so
+        # a point found by all of them shows every study's marker nested in the others.
+        _plot_study(ax, r, x, y, STUDY_COLOURS[i % len(STUDY_COLOURS)], _study_label(r), faint=True,
+                    marker="osD^v<>p"[i % 8], size=max(70 * 0.62 ** i, 8))
     ax.set_xlabel(f"{x} (ms)" if x == "latency" else x)
     ax.set_ylabel(axis_label(reports[0], y))
     ax.set_title("Pareto fronts compared: " + " vs ".join(r.name for r in reports), fontsize=10)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Rebuild the mlp6 reports from a recording (default: the H100 one in studies/data/h100/): the
+# exhaustive front of the 729 configurations of {fp16, fp8, int8}, and 60-measurement searches with
+# four samplers, each compared with it. Needs no GPU: the latencies are replayed.
+#
+#   benchmarks/results/reports/make_mlp6_reports.sh            # -> benchmarks/results/reports/mlp6-h100/
+#   BACKEND=roofline OUT=/tmp/dry benchmarks/results/reports/make_mlp6_reports.sh   # a dry run, modelled
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../../.." && pwd)
+backend=${BACKEND:-replay}
+out=${OUT:-$repo/benchmarks/results/reports/mlp6-h100}
+tag=${TAG:-h100}
+trials=${TRIALS:-60}
+menu=fp16,fp8,int8
+mpsearch=${MPSEARCH:-mpsearch}
+
+mkdir -p "$out/studies"
+cd "$out"  # the studies live in $out/studies/, where `mpsearch report` finds the exhaustive one
+rm -f studies/*.db
+"$mpsearch" enumerate mlp6 --backend "$backend" --formats "$menu" --study-name "mlp6-$tag-exhaustive" --no-progress
+for sampler in tpe nsga2 layerwise random; do
+  "$mpsearch" search mlp6 --backend "$backend" --formats "$menu" --sampler "$sampler" --seed 0 \
+    --trials "$trials" --study-name "mlp6-$tag-$sampler" --no-progress
+done
+"$mpsearch" report "mlp6-$tag-exhaustive" --out exhaustive --html-js cdn
+"$mpsearch" report "mlp6-$tag-tpe" "mlp6-$tag-nsga2" "mlp6-$tag-layerwise" "mlp6-$tag-random" --out samplers --html-js cdn
