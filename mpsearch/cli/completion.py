@@ -84,20 +84,27 @@ def _presets() -> list[str]:
 # --- bash --------------------------------------------------------------------------------------
 
 
+# What each kind of value completes to, per shell: bash fills COMPREPLY, zsh names an _arguments action.
+_BASH_VALUES = {
+    "study": 'COMPREPLY=( $(compgen -W "$(_mpsearch_studies)" -- "$cur") )',
+    "network": 'COMPREPLY=( $(compgen -W "{presets}" -- "$cur") $(compgen -f -X "!*.toml" -- "$cur") $(compgen -d -- "$cur") )',
+    "dir": 'COMPREPLY=( $(compgen -d -- "$cur") )',
+    "none": "COMPREPLY=()",
+    "file": 'COMPREPLY=( $(compgen -f -- "$cur") )',
+}
+_ZSH_ACTIONS = {"study": "_mpsearch_studies", "network": "_mpsearch_networks", "dir": "_directories", "none": " ",
+                "file": "_files"}
+
+
+def _kind(opt: Option) -> str:
+    return opt.complete if opt.complete in _BASH_VALUES else "file"
+
+
 def _bash_values(opt: Option) -> str:
     """A bash statement that fills COMPREPLY with candidate values for ``opt``."""
     if opt.choices:
         return f'COMPREPLY=( $(compgen -W "{" ".join(opt.choices)}" -- "$cur") )'
-    if opt.complete == "study":
-        return 'COMPREPLY=( $(compgen -W "$(_mpsearch_studies)" -- "$cur") )'
-    if opt.complete == "network":
-        return (f'COMPREPLY=( $(compgen -W "{" ".join(_presets())}" -- "$cur") $(compgen -f -X "!*.toml" -- "$cur") '
-                '$(compgen -d -- "$cur") )')
-    if opt.complete == "dir":
-        return 'COMPREPLY=( $(compgen -d -- "$cur") )'
-    if opt.complete == "none":
-        return "COMPREPLY=()"
-    return 'COMPREPLY=( $(compgen -f -- "$cur") )'
+    return _BASH_VALUES[_kind(opt)].replace("{presets}", " ".join(_presets()))
 
 
 def _bash_command_body(cmd: Command, indent: str) -> list[str]:
@@ -156,17 +163,7 @@ def _zq(text: str) -> str:
 
 
 def _zsh_action(opt: Option) -> str:
-    if opt.choices:
-        return f"({' '.join(opt.choices)})"
-    if opt.complete == "study":
-        return "_mpsearch_studies"
-    if opt.complete == "network":
-        return "_mpsearch_networks"
-    if opt.complete == "dir":
-        return "_directories"
-    if opt.complete == "none":
-        return " "
-    return "_files"
+    return f"({' '.join(opt.choices)})" if opt.choices else _ZSH_ACTIONS[_kind(opt)]
 
 
 def _zsh_specs(cmd: Command) -> list[str]:
