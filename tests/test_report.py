@@ -180,6 +180,7 @@ def test_cli_writes_the_report_files_with_every_trial_and_the_front(searched, st
     assert set(trials.loc[trials["on_front"], "trial"]) == set(front["trial"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["front_size"] == len(front) and summary["trials"] == len(searched.trials)
+    assert summary["space_size"] == len(ALL) and summary["distinct_configs"] == len(ALL[::2]) + 1  # + the infeasible one
     assert summary["hypervolume"] == pytest.approx(staircase_area(list(zip(front["latency"], front["capacity"])),
                                                                   summary["reference_point"]))
     for png in ("pareto.png", "formats_heatmap.png"):

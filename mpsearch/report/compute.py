@@ -20,10 +20,12 @@ from typing import Any
 import pandas as pd
 
 from mpsearch.errors import InvalidSpecError, StorageError
+from mpsearch.network import Network
 from mpsearch.search.hypervolume import hypervolume, reference_point
 from mpsearch.search.record import SPEC_KEY, StudySpec, read_spec
 from mpsearch.search.results import objective_names, pareto_frame, trials_frame
 from mpsearch.search.storage import STUDIES_DIR, default_storage_url, open_storage
+from mpsearch.space import SearchSpace
 
 # How a latency's origin reads in tables and plot labels (LatencyResult.source -> words).
 SOURCE_WORDS = {"measured": "measured on", "replay": "replayed from", "model": "modelled for"}
@@ -189,7 +191,7 @@ class StudyReport:
             "trials": int(len(self.trials)),
             "trials_by_state": {k: int(v) for k, v in counts.items()},
             "distinct_configs": int(self.trials.loc[self.trials["state"] == "COMPLETE", "config"].nunique()),
-            "space_size": len(self.spec.menu) ** _n_decisions(self.spec),
+            "space_size": SearchSpace(Network.from_dict(self.spec.network), tuple(self.spec.menu)).size,
             "front_size": int(len(self.front)),
             "reference_point": self.reference_point,
             "hypervolume": self.hypervolume,
@@ -204,12 +206,6 @@ class StudyReport:
                 "percent": e.percent,
             }
         return out
-
-
-def _n_decisions(spec: StudySpec) -> int:
-    groups = spec.network.get("groups") or {}
-    tied = sum(len(m) for m in groups.values())
-    return len(spec.network["layers"]) - tied + len(groups)
 
 
 def _front_points(front: pd.DataFrame, objectives: list[str]) -> list[list[float]]:
