@@ -24,7 +24,9 @@ from typing import Any, Callable, Sequence
 from mpsearch.errors import MpsearchError, UnsupportedConfigError
 from mpsearch.objectives import Objective, check_objective_value
 from mpsearch.search.record import CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, REPEAT_ATTR, STOP_ATTR
-from mpsearch.search.workers import COLLISION_ATTR, RETRY_ATTR, Coordinator, worker_id  # noqa: F401
+from mpsearch.search.workers import (  # noqa: F401  (worker_id: kept importable from here)
+    COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator, worker_id,
+)
 from mpsearch.space import SearchSpace
 
 MAX_REPEATS_IN_A_ROW = 200
@@ -212,6 +214,8 @@ def run_search(
                 outcome.collisions += 1
                 continue
             repeats_in_a_row = 0
+            # Marks the trial as an in-flight measurement (other workers count it against a shared budget).
+            trial.set_user_attr(MEASURE_START_ATTR, time.time())
             outcome.measured += 1
             if bar is not None:
                 bar.update(1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -133,7 +134,11 @@ def _open_redis(url: str) -> Any:
     query = parse_qs(parts.query)
     prefix = query.pop("prefix", [""])[-1]
     plain = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
-    backend = JournalRedisBackend(plain, prefix=prefix)
+    with warnings.catch_warnings():
+        # Optuna marks the Redis journal experimental; mpsearch pins its behaviour in
+        # tests/test_distributed.py, so every worker's start need not repeat the warning.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        backend = JournalRedisBackend(plain, prefix=prefix)
     backend._redis.ping()  # fail now, with a clear message, rather than at the first write
     return optuna.storages.JournalStorage(backend)
 

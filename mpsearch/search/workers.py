@@ -45,6 +45,7 @@ COLLISION_ATTR = "collided_with"  # on a backed-off trial: the trial measuring t
 GPU_ATTR = "gpu"  # host, visible-device index and PCI bus of the GPU the trial ran on
 WORKER_INDEX_ATTR = "worker_index"
 SWEPT_ATTR = "swept_by"  # on a trial failed by the sweep: the worker that swept it
+MEASURE_START_ATTR = "measure_start"  # unix time the measurement began (after the claim held)
 BUDGET_KEY = "mpsearch_budget"  # study attr: the study's shared budget, {"trials": N}
 
 DEFAULT_HEARTBEAT_S = 10.0
@@ -110,8 +111,9 @@ class SweptTrial:
 def last_sign_of_life(trial: Any) -> float:
     """Unix time of the trial's last heartbeat, or of its start when it has none yet."""
     beat = trial.user_attrs.get(HEARTBEAT_ATTR)
-    start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-    return max(float(beat) if isinstance(beat, (int, float)) else 0.0, start)
+    if isinstance(beat, (int, float)):
+        return float(beat)  # the first beat is written as the trial starts
+    return trial.datetime_start.timestamp() if trial.datetime_start else 0.0
 
 
 def _process_gone(owner: str) -> bool:
@@ -274,8 +276,13 @@ def evaluate_with_timeout(objective: Any, network: Any, config: Any, timeout_s: 
 # --- study-wide counts ----------------------------------------------------------------------------
 
 def is_measurement(trial: Any) -> bool:
-    """A trial that measured its configuration: not a repeat, a collision, or a sweep of a dead worker."""
+    """A trial that measured (or, RUNNING, is measuring) its configuration: not a repeat, a collision,
+    or a dead worker's trial."""
+    import optuna
+
     attrs = trial.user_attrs
+    if trial.state == optuna.trial.TrialState.RUNNING and MEASURE_START_ATTR not in attrs:
+        return False  # still deciding: it may turn out a repeat or a collision
     return (CONFIG_ATTR in attrs and REPEAT_ATTR not in attrs and COLLISION_ATTR not in attrs
             and SWEPT_ATTR not in attrs)
 

@@ -1,0 +1,296 @@
+"""Several workers on one study, on the real storages: a journal file, PostgreSQL and Redis on
+127.0.0.1 (CI starts them; a test fails, never skips, when a server is unreachable).
+
+Workers are real processes (``python -m mpsearch.cli worker``) with the roofline backend and a
+plug-in objective (``tests.fakes:slow_capacity``) that sleeps a few ms per measurement, so workers
+really interleave, and logs every measurement it makes: that log is the ground truth for "nothing
+lost, nothing measured twice".
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from mpsearch.search.record import CONFIG_ATTR, FAIL_ATTR, WORKER_ATTR
+from mpsearch.search.run import Budget, run_search
+from mpsearch.search.storage import open_storage
+from mpsearch.search.workers import (
+    COLLISION_ATTR, GPU_ATTR, HEARTBEAT_ATTR, RETRY_ATTR, SWEPT_ATTR, Coordinator, Heartbeat, is_measurement,
+    sweep_stale_trials,
+)
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.distributed
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS = "redis://127.0.0.1:6379/0"
+COMPLETE, FAIL, RUNNING, WAITING = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                                    optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+OBJECTIVES = ("--objective", "latency", "--objective", "cap=tests.fakes:slow_capacity:maximize")
+FAST = ("--heartbeat", "0.5", "--stale-after", "30")
+
+
+def require_server(port: int, what: str) -> None:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=3).close()
+    except OSError as err:
+        pytest.fail(f"{what} on 127.0.0.1:{port} is unreachable ({err}); the distributed tests run against the real "
+                    f"server: start it (.ci/run shows how)", pytrace=False)
+
+
+@pytest.fixture(params=["journal", "postgresql", "redis"])
+def shared(request, tmp_path):
+    """A storage URL of each kind and a study name no other test uses; the study is removed after."""
+    kind, name = request.param, f"mpsearch-test-{uuid.uuid4().hex[:12]}"
+    if kind == "journal":
+        url = f"journal:{tmp_path}/study.log"
+    elif kind == "postgresql":
+        require_server(5432, "PostgreSQL")
+        url = PG
+    else:
+        require_server(6379, "Redis")
+        url = f"{REDIS}?prefix={name}"
+    yield SimpleNamespace(kind=kind, url=url, name=name, log=tmp_path / "measured.txt", cwd=tmp_path)
+    if kind == "postgresql":
+        try:
+            optuna.delete_study(study_name=name, storage=open_storage(url))
+        except KeyError:
+            pass
+    elif kind == "redis":
+        import redis
+
+        client = redis.Redis.from_url(REDIS)
+        keys = list(client.scan_iter(f"{name}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+def spawn(s, *args, sleep_s=0.005) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MPSEARCH_FAKE_LOG": str(s.log), "MPSEARCH_FAKE_SLEEP_S": str(sleep_s)}
+    return subprocess.Popen([sys.executable, "-m", "mpsearch.cli", *args], cwd=s.cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, timeout=240) -> str:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-2000:]}"
+    return out
+
+
+def create(s, *extra) -> None:
+    finish(spawn(s, "search", "mlp6", "--study-name", s.name, "--storage", s.url, "--backend", "roofline",
+                 "--no-progress", "--seed", "11", *OBJECTIVES, *extra))
+
+
+def load(s):
+    return optuna.load_study(study_name=s.name, storage=open_storage(s.url))
+
+
+def measured_log(s) -> list[tuple[int, str]]:
+    if not s.log.exists():
+        return []
+    return [(int(pid), config) for pid, config in (line.split() for line in s.log.read_text().splitlines())]
+
+
+# --- the done-when criteria ---------------------------------------------------------------------
+
+def test_four_workers_times_fifty_trials_lose_nothing_and_measure_nothing_twice(shared):
+    s = shared
+    create(s, "--workers", "0", "--trials", "200")
+    procs = [spawn(s, "worker", s.name, "--storage", s.url, "--trials", "50", "--worker-index", str(i),
+                   "--no-progress", *FAST) for i in range(4)]
+    outs = [finish(p) for p in procs]
+    study = load(s)
+    measured = [t for t in study.trials if t.state == COMPLETE and is_measurement(t)]
+    configs = Counter(t.user_attrs[CONFIG_ATTR] for t in measured)
+    log = measured_log(s)
+    # 0 lost: every measurement a worker made is a stored, completed trial (and only those).
+    assert len(measured) == 200 and len(log) == 200
+    assert sorted(c for _, c in log) == sorted(configs)
+    # 0 duplicated: no configuration measured twice, by one worker or by two.
+    assert max(configs.values()) == 1
+    per_worker = Counter(t.user_attrs[WORKER_ATTR] for t in measured)
+    assert sorted(per_worker.values()) == [50, 50, 50, 50]
+    assert {pid for pid, _ in log} == {p.pid for p in procs}
+    # provenance: every trial names its worker, its GPU (here: the host's CPU) and the latency's device
+    assert all(t.user_attrs["latency_device"] == "NVIDIA H100 80GB HBM3" and t.user_attrs["latency_source"] == "model"
+               and t.user_attrs[GPU_ATTR].startswith(socket.gethostname()) for t in measured)
+    assert sorted({t.user_attrs["worker_index"] for t in measured}) == [0, 1, 2, 3]
+    assert not [t for t in study.trials if t.state in (RUNNING, WAITING)]
+    # the only failed trials are collisions (a configuration another worker was measuring)
+    assert all(COLLISION_ATTR in t.user_attrs for t in study.trials if t.state == FAIL)
+    assert all("stopped: trial budget reached (50 measurements)" in o for o in outs)
+
+
+def test_kill_minus_nine_then_resume_loses_no_completed_trial_and_remeasures_the_interrupted(shared):
+    s = shared
+    cycles = {"journal": 8, "postgresql": 6, "redis": 6}[s.kind]  # 20 kills in all
+    create(s, "--trials", "1")
+    rng = random.Random(s.name)
+    snapshots: list[dict[int, list[float]]] = []
+    interrupted: list[tuple[int, str, int]] = []  # (trial number, config, killed pid)
+    for cycle in range(cycles):
+        # Alternate the two ways of continuing a study: both sweep the dead worker's trial at start.
+        if cycle % 2:
+            proc = spawn(s, "resume", s.name, "--storage", s.url, "--trials", "10000", "--no-progress", *FAST, sleep_s=0.03)
+        else:
+            proc = spawn(s, "worker", s.name, "--storage", s.url, "--trials", "10000", "--no-progress", *FAST, sleep_s=0.03)
+        deadline = time.monotonic() + 120
+        while sum(1 for pid, _ in measured_log(s) if pid == proc.pid) < 3:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the worker measured nothing in 120 s"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.03))  # land anywhere in a measurement
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        study = load(s)
+        snapshots.append({t.number: t.values for t in study.trials if t.state == COMPLETE})
+        interrupted += [(t.number, t.user_attrs[CONFIG_ATTR], proc.pid) for t in study.trials
+                        if t.state == RUNNING and CONFIG_ATTR in t.user_attrs and "repeat_of" not in t.user_attrs]
+    finish(spawn(s, "resume", s.name, "--storage", s.url, "--trials", "3", "--no-progress", *FAST))
+
+    study = load(s)
+    final = {t.number: t for t in study.trials}
+    for snapshot in snapshots:  # 0 completed trials lost, none changed
+        assert all(final[n].state == COMPLETE and final[n].values == v for n, v in snapshot.items())
+    assert len(interrupted) >= cycles // 2, "most kills must land inside a measurement"
+    host = socket.gethostname()
+    for number, config, pid in interrupted:  # every interrupted trial failed with the reason, and re-measured
+        t = final[number]
+        assert t.state == FAIL and t.user_attrs[FAIL_ATTR].startswith(f"worker {host}:{pid} stopped (no heartbeat since ")
+        chain = number
+        while True:
+            retries = [r for r in study.trials if r.user_attrs.get(RETRY_ATTR) == chain]
+            assert len(retries) == 1, f"trial {chain} re-enqueued {len(retries)} times"
+            retry = retries[0]
+            assert retry.user_attrs[CONFIG_ATTR] == config
+            if retry.state == COMPLETE:
+                break
+            assert retry.state == FAIL and SWEPT_ATTR in retry.user_attrs  # the retry itself was killed
+            chain = retry.number
+    measured = Counter(t.user_attrs[CONFIG_ATTR] for t in study.trials if t.state == COMPLETE and is_measurement(t))
+    assert max(measured.values()) == 1
+    assert not [t for t in study.trials if t.state in (RUNNING, WAITING)]
+
+
+# --- the mechanisms, in-process against each storage ------------------------------------------------
+
+def _new_study(s):
+    return optuna.create_study(study_name=s.name, storage=open_storage(s.url), directions=["minimize", "maximize"],
+                               sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def _running_trial(study, config_params, worker, heartbeat):
+    """A RUNNING trial as another worker leaves it mid-measurement (claimed, beating or not)."""
+    study.enqueue_trial(config_params)
+    trial = study.ask()
+    for k in config_params:
+        trial.suggest_categorical(k, ["fp16", "int8"])
+    trial.set_user_attr(CONFIG_ATTR, ",".join(config_params.values()))
+    trial.set_user_attr(WORKER_ATTR, worker)
+    trial.set_user_attr(HEARTBEAT_ATTR, heartbeat)
+    return trial
+
+
+def test_a_dead_workers_trial_is_failed_and_requeued_exactly_once_by_racing_sweepers(shared):
+    study = _new_study(shared)
+    dead = _running_trial(study, {"fc1": "int8", "fc2": "fp16"}, "elsewhere:1", time.time() - 3600)
+    live = _running_trial(study, {"fc1": "fp16", "fc2": "fp16"}, "elsewhere:2", time.time())
+    views = [optuna.load_study(study_name=shared.name, storage=open_storage(shared.url)) for _ in range(4)]
+    results: list = []
+    threads = [threading.Thread(target=lambda v=v, i=i: results.append(sweep_stale_trials(v, 60, me=f"sweeper:{i}")))
+               for i, v in enumerate(views)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    swept = [x for r in results for x in r]
+    assert [x.number for x in swept] == [dead.number]  # one winner among the four sweepers
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[dead.number].state == FAIL
+    assert trials[dead.number].user_attrs[FAIL_ATTR].startswith("worker elsewhere:1 stopped (no heartbeat since ")
+    assert trials[live.number].state == RUNNING  # a beating worker elsewhere is left alone
+    waiting = [t for t in trials.values() if t.state == WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs[RETRY_ATTR] == dead.number
+    assert waiting[0].system_attrs["fixed_params"] == {"fc1": "int8", "fc2": "fp16"}  # measured next
+
+
+def test_a_vanished_process_of_this_host_is_swept_at_once_despite_a_fresh_heartbeat(shared):
+    study = _new_study(shared)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    trial = _running_trial(study, {"fc1": "int8", "fc2": "int8"}, f"{socket.gethostname()}:{gone.stdout.strip()}",
+                           time.time())
+    swept = sweep_stale_trials(study, 3600)
+    assert [x.number for x in swept] == [trial.number] and "process gone" in swept[0].reason
+
+
+def test_a_heartbeat_keeps_beating_while_a_trial_runs_and_stops_before_the_tell(shared):
+    study = _new_study(shared)
+    trial = study.ask()
+    beat = Heartbeat(trial, 0.05)
+    first = study.get_trials()[0].user_attrs[HEARTBEAT_ATTR]
+    time.sleep(0.6)
+    other = optuna.load_study(study_name=shared.name, storage=open_storage(shared.url))
+    assert other.get_trials()[0].user_attrs[HEARTBEAT_ATTR] > first
+    assert beat.beats >= 3
+    beat.stop()
+    study.tell(trial, [1.0, 1.0])
+    time.sleep(0.15)  # a beat after the tell would raise in the thread and leave no trace: check the count
+    count = beat.beats
+    time.sleep(0.15)
+    assert beat.beats == count
+
+
+def test_a_configuration_another_worker_is_measuring_is_not_measured_again(shared):
+    from mpsearch.network import Layer, Network
+    from mpsearch.objectives import CapacityObjective, LatencyObjective
+    from mpsearch.space import SearchSpace
+    from tests.fakes import FakeBackend
+
+    study = _new_study(shared)
+    net = Network("two", (Layer("fc1", 64, 64, 64), Layer("fc2", 64, 64, 64)))
+    space = SearchSpace(net, ("fp16", "int8"))
+    other = _running_trial(study, {"fc1": "int8", "fc2": "fp16"}, "elsewhere:7", time.time())
+    study.enqueue_trial({"fc1": "int8", "fc2": "fp16"})  # this worker's sampler proposes the same
+    backend = FakeBackend()
+    me = optuna.load_study(study_name=shared.name, storage=open_storage(shared.url),
+                           sampler=optuna.samplers.RandomSampler(seed=1))
+    outcome = run_search(me, space, [LatencyObjective(backend), CapacityObjective()], Budget(trials=1),
+                         progress=False, coordinator=Coordinator(heartbeat_s=0.5, stale_after_s=60))
+    assert outcome.collisions >= 1 and "int8,fp16" not in backend.measured and len(backend.measured) == 1
+    collided = [t for t in me.get_trials() if COLLISION_ATTR in t.user_attrs]
+    assert len(collided) == outcome.collisions and all(t.state == FAIL for t in collided)
+    assert all(t.user_attrs[COLLISION_ATTR] == other.number for t in collided)
+    assert collided[0].user_attrs[FAIL_ATTR] == f"not measured: trial {other.number} (elsewhere:7) is measuring int8,fp16"
+
+
+def test_search_with_workers_starts_them_and_summarises_per_worker(tmp_path):
+    s = SimpleNamespace(kind="journal", url=f"journal:{tmp_path}/s.log", name="multi", log=tmp_path / "m.txt", cwd=tmp_path)
+    out = finish(spawn(s, "search", "mlp6", "--study-name", "multi", "--storage", s.url, "--backend", "roofline",
+                       "--no-progress", "--seed", "3", "--workers", "3", "--trials", "30", *OBJECTIVES, *FAST))
+    assert "starting 3 workers (roofline backend, CPU processes) on study multi, budget 30 measurements" in out
+    assert sum(1 for line in out.splitlines() if "joined study multi" in line) == 3
+    assert all(f"[w{i}] worker {i} (" in out for i in range(3))
+    assert "duplicate measurements: 0;" in out
+    study = load(s)
+    measured = [t for t in study.trials if t.state == COMPLETE and is_measurement(t)]
+    # The shared budget: workers stop when the study has spent it; racing workers may each start
+    # one last measurement, so it can be overshot by at most workers - 1.
+    assert 30 <= len(measured) <= 32
+    assert len({t.user_attrs[WORKER_ATTR] for t in measured}) == 3
+    seeds = sorted(int(line.split(" seed ")[1].split(",")[0]) for line in out.splitlines() if "joined study" in line)
+    assert seeds == [3, 4, 5]  # base seed + worker index
