@@ -294,3 +294,26 @@ def test_search_with_workers_starts_them_and_summarises_per_worker(tmp_path):
     assert len({t.user_attrs[WORKER_ATTR] for t in measured}) == 3
     seeds = sorted(int(line.split(" seed ")[1].split(",")[0]) for line in out.splitlines() if "joined study" in line)
     assert seeds == [3, 4, 5]  # base seed + worker index
+
+
+def test_the_multi_gpu_script_runs_a_study_with_workers_and_writes_the_per_worker_summary(tmp_path):
+    # benchmarks/multi_gpu/run.sh is what the lead runs on a 2-GPU host with the cutlass backend;
+    # here everything it uses runs on CPU with the roofline backend.
+    import json
+
+    out = tmp_path / "result"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BACKEND": "roofline", "TRIALS": "10", "WORKERS": "2",
+           "PYTHON": sys.executable, "STUDY": "mg"}
+    r = subprocess.run(["bash", str(REPO / "benchmarks/multi_gpu/run.sh"), str(out)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["study"] == "mg" and doc["storage"] == f"journal:{out}/mg.log"
+    assert len(doc["workers"]) == 2 and sorted(w["worker_index"] for w in doc["workers"]) == [0, 1]
+    assert 10 <= sum(w["measured"] for w in doc["workers"]) <= 11
+    assert doc["latency_devices"] == ["NVIDIA H100 80GB HBM3"] and doc["latency_sources"] == ["model"]
+    assert doc["backend"]["backend"] == "roofline"
+    assert doc["trials"]["duplicate_measurements"] == 0 and doc["pareto_front"]
+    md = (out / "summary.md").read_text()
+    assert md.startswith("# mg: one study, 2 workers") and "## Trials per worker" in md
+    assert "starting 2 workers" in (out / "search.log").read_text()
