@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
 import optuna

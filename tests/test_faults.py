@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import time
 import warnings
 
 import optuna
@@ -20,7 +21,7 @@ from mpsearch.cli import main
 from mpsearch.errors import StorageError, UnsupportedConfigError
 from mpsearch.formats import check_k_alignment, check_menu
 from mpsearch.network import Layer, Network
-from mpsearch.objectives import CapacityObjective, LatencyObjective, PluginObjective, parse_objective
+from mpsearch.objectives import CapacityObjective, LatencyObjective, parse_objective
 from mpsearch.search.record import CONFIG_ATTR, FAIL_ATTR
 from mpsearch.search.run import Budget, run_search
 from mpsearch.search.storage import open_storage
@@ -302,6 +303,22 @@ def test_a_torn_journal_line_is_cut_and_the_study_continues(tmp_path):
     assert len([t for t in again.trials if t.state == COMPLETE and "repeat_of" not in t.user_attrs]) == 6
 
 
+def test_a_journal_lock_left_by_a_killed_writer_is_broken_after_its_grace_period(tmp_path, monkeypatch):
+    from mpsearch.search import storage as storage_module
+
+    monkeypatch.setattr(storage_module, "JOURNAL_LOCK_GRACE_S", 3)
+    path = tmp_path / "s.log"
+    study = new_study(open_storage(f"journal:{path}"))
+    search(study, fakes.FakeBackend(), trials=2)
+    (tmp_path / "s.log.lock").symlink_to(path)  # what a writer killed mid-append leaves
+    start = time.monotonic()
+    reloaded = optuna.load_study(study_name=study.study_name, storage=open_storage(f"journal:{path}"))
+    assert 3 <= time.monotonic() - start < 15
+    assert not (tmp_path / "s.log.lock").exists()
+    search(reloaded, fakes.FakeBackend(), trials=1)  # appends go on
+    assert len([t for t in reloaded.trials if t.state == COMPLETE and "repeat_of" not in t.user_attrs]) == 3
+
+
 # --- workers: refusal, budget, tells that lost a race ---------------------------------------------------
 
 def _created_study(capsys, name, *extra):
@@ -352,3 +369,39 @@ def test_a_measurement_whose_trial_was_swept_meanwhile_is_reported_not_crashed(c
     outcome = search(study, SweptDuringMeasurement(), trials=2)
     assert outcome.lost_tells == 2 and outcome.measured == 2
     assert "was failed by another worker's sweep while measured here" in capsys.readouterr().out
+
+
+@pytest.mark.distributed
+def test_a_storage_server_lost_mid_search_is_one_line_and_keeps_what_was_stored(tmp_path):
+    import socket
+    import uuid
+
+    import redis
+
+    from mpsearch.cli.worker import run_guarded
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=3).close()
+    except OSError as err:
+        pytest.fail(f"Redis on 127.0.0.1:6379 is unreachable ({err}); this test needs the real server", pytrace=False)
+    prefix = f"mpsearch-fault-{uuid.uuid4().hex[:10]}"
+    url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    storage = open_storage(url)
+    study = new_study(storage)
+    try:
+        search(study, fakes.FakeBackend(), trials=3)
+        healthy = storage._backend._redis
+        storage._backend._redis = redis.Redis(host="127.0.0.1", port=1)  # the server goes away
+        with pytest.raises(StorageError) as err:
+            run_guarded(url, lambda: search(study, fakes.FakeBackend(), trials=3))
+        text = str(err.value)
+        assert text.startswith(f"storage {url} failed during the search: Error 111 connecting to 127.0.0.1:1")
+        assert "continue with `mpsearch resume`" in text and "\n" not in text
+        storage._backend._redis = healthy
+        reloaded = optuna.load_study(study_name=study.study_name, storage=open_storage(url))
+        assert len([t for t in reloaded.trials if t.state == COMPLETE]) == 3
+    finally:
+        client = redis.Redis(host="127.0.0.1", port=6379)
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)

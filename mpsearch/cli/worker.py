@@ -78,7 +78,7 @@ def register(sub: Any) -> None:
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
-    from mpsearch.cli.search import Setup, _print_outcome
+    from mpsearch.cli.search import Setup
     from mpsearch.network import Network
     from mpsearch.search.run import Budget, run_search
     from mpsearch.search.samplers import build_sampler
@@ -132,12 +132,11 @@ def run_worker_command(args: argparse.Namespace) -> int:
             device=here, coordinator=coordinator))
     finally:
         setup.backend.close()
+    # No Pareto table here: N workers would print N of them; the study's front is one command away.
     print(f"worker {args.worker_index} stopped: {outcome.stop_reason}; measured {outcome.measured} "
           f"({outcome.failed} failed, {outcome.infeasible} infeasible), {outcome.repeats} repeats, "
-          f"{outcome.collisions} collisions, {len(coordinator.swept)} dead workers' trials swept")
-    if args.no_progress:
-        return 0
-    _print_outcome(study, outcome, url)
+          f"{outcome.collisions} collisions, {len(coordinator.swept)} dead workers' trials swept; "
+          f"the study's front: mpsearch report {args.name} --storage {redacted(url)}")
     return 0
 
 

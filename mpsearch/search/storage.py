@@ -24,6 +24,11 @@ STUDIES_DIR = Path("studies")
 
 SQLITE, JOURNAL, RDB, REDIS = "sqlite", "journal", "rdb", "redis"
 
+# A journal's lock file is a symlink created for each append (milliseconds) and removed after it. A
+# writer killed while holding it leaves it behind, and every worker waits until it is this old
+# before breaking it; Optuna's default, 30 s, stalled all workers for 30 s after a kill -9.
+JOURNAL_LOCK_GRACE_S = 10
+
 # How long a SQLite write waits for another process's lock before giving up. Python's default (5 s)
 # is kept: long enough for a reader to finish, short enough that a stuck lock is reported.
 SQLITE_BUSY_TIMEOUT_S = 5.0
@@ -117,7 +122,7 @@ def _open_journal(url: str) -> Any:
         raise StorageError(f"storage {url}: {path} is a folder; give a file name, e.g. journal:{path / 'study.log'}")
     # The same lock Optuna's appends take: a worker starting while another appends must not
     # mistake the line being written for a torn one.
-    lock = JournalFileSymlinkLock(str(path))
+    lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
     lock.acquire()
     try:
         repair_torn_journal(path)

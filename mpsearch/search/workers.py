@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from mpsearch.errors import InvalidSpecError, ObjectiveError, StorageError, UnsupportedConfigError
 from mpsearch.search.record import CONFIG_ATTR, FAIL_ATTR, REPEAT_ATTR, WORKER_ATTR
@@ -215,9 +215,10 @@ class Coordinator:
             attrs[WORKER_INDEX_ATTR] = self.index
         return attrs
 
-    def study_budget_reason(self, study: Any, own_trial_numbers: Iterable[int] = ()) -> str | None:
-        """Why the shared budget is spent, or None. In-flight measurements of others count as spent,
-        so workers do not all start the last one (the study may end up to one short if one fails)."""
+    def study_budget_reason(self, study: Any) -> str | None:
+        """Why the shared budget is spent, or None. Measurements in flight count as spent, so workers
+        do not all start the last one; two workers checking at the same instant may still both start
+        one, so the study can end up to (workers - 1) measurements over its budget."""
         if self.study_budget is None:
             return None
         spent = count_measurements(study, include_running=True)
