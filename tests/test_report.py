@@ -262,3 +262,16 @@ def test_open_dashboard_without_optuna_dashboard_says_how_to_install_it(searched
     assert main(["report", "search", "--storage", storage, "--no-files", "--open-dashboard"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pip install optuna-dashboard" in err and f"optuna-dashboard {storage}" in err
+
+
+def test_a_study_without_complete_trials_reports_its_failures_and_no_front(storage, tmp_path, capsys):
+    study = new_study(storage, "failing")
+    add_trial(study, ALL[0], state="FAIL")
+    out = tmp_path / "r"
+    assert main(["report", "failing", "--storage", storage, "--out", str(out), "--html-js", "cdn"]) == 0
+    assert "no complete trial yet" in capsys.readouterr().out
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["state"]) == ["FAIL"] and trials["fail_reason"][0] == "made to fail by the test"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["front_size"] == 0 and summary["hypervolume"] is None and summary["reference_point"] is None
+    assert not (out / "formats_heatmap.png").exists() and (out / "pareto.png").exists()

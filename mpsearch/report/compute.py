@@ -257,15 +257,12 @@ def compute_report(ref: StudyRef, *, exhaustive: StudyRef | None | bool = True,
         raise InvalidSpecError(f"study {ref.name}: layer {clash!r} has an objective's name; the report cannot tell them apart")
 
     trials = _with_layers(trials_frame(study), layers)
-    front = pareto_frame(study)
-    if not front.empty:
-        x = "latency" if "latency" in objectives else objectives[0]
-        # Where each front latency came from, next to the number (it is a column of trials too).
-        front = front.merge(trials[["trial", "device"]], on="trial", how="left")
-        front = front.sort_values([x, "trial"]).reset_index(drop=True)
-        cols = ["trial", *objectives, "latency_source", "device", "config", *layers]
-        front = front[[c for c in cols if c in front.columns]]
-    trials["on_front"] = trials["trial"].isin(set(front["trial"]) if not front.empty else set())
+    x = "latency" if "latency" in objectives else objectives[0]
+    # Where each front latency came from, next to the number (it is a column of trials too).
+    front = pareto_frame(study).merge(trials[["trial", "device"]], on="trial", how="left")
+    front = front.sort_values([x, "trial"]).reset_index(drop=True)
+    front = front[["trial", *objectives, "latency_source", "device", "config", *layers]]
+    trials["on_front"] = trials["trial"].isin(set(front["trial"]))
 
     point, stored_now = ensure_reference_point(study, spec, objectives, directions)
     hv = hypervolume(_front_points(front, objectives), point, directions) if point is not None else None
