@@ -17,7 +17,7 @@ from mpsearch.errors import MpsearchError
 
 # Sub-command modules, imported when the parser is built; each must import nothing heavy at module
 # level (no optuna samplers' torch, no CUDA, no matplotlib) so that `mpsearch --help` stays light.
-COMMAND_MODULES = ("search", "report", "bench", "worker", "env")
+COMMAND_MODULES = ("search", "report", "bench", "worker", "env", "completion")
 
 
 def build_parser() -> argparse.ArgumentParser:
