@@ -106,11 +106,54 @@ def one_run(kind: str, sampler: str, network: str, formats: str, workers: int, p
             "trials_per_worker": per_worker, "kills": kills, "sleep_s": sleep_s, "wall_s": round(wall, 1), **report}
 
 
+def render(doc: dict) -> str:
+    rows = doc["runs"]
+    lines = [
+        "# Duplicate measurements with parallel workers",
+        "",
+        f"`{doc['command']}` on `{doc['host']}` (CPU; 2 cores, shared with other work: wall times are noisy), "
+        f"{doc['written_utc']} UTC. Latency modelled (roofline, NVIDIA H100 80GB HBM3); each measurement sleeps "
+        "20 ms in a plug-in objective so workers overlap. *Collisions*: a worker proposed a configuration another "
+        "worker was measuring at that moment and did not measure it (without the claim check, each would be a "
+        "duplicate measurement). *Duplicates*: configurations measured twice anyway. *Killed*: a random worker "
+        "killed with SIGKILL while measuring, and a replacement started.",
+        "",
+        "| storage | sampler | space | workers x trials | killed | measured | distinct | duplicates | collisions | "
+        "repeats | dead workers' trials: swept / re-measured / left running | wall (s) |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        space = "729 (mlp6)" if r["network"] == "mlp6" else f"27 ({r['network']})"
+        lines.append(f"| {r['storage']} | {r['sampler']} | {space} | {r['workers']} x {r['trials_per_worker']} | "
+                     f"{r['kills']} | {r['complete_measurements']} | {r['distinct_configs_measured']} | "
+                     f"{r['duplicate_measurements']} | {r['collisions_prevented']} | {r['repeats_answered_from_storage']} | "
+                     f"{r['swept_dead_worker_trials']} / {r['retries']} / {r['running']} | {r['wall_s']} |")
+    total = sum(r["complete_measurements"] for r in rows)
+    collisions = sum(r["collisions_prevented"] for r in rows)
+    lines += [
+        "",
+        f"In all: {sum(r['duplicate_measurements'] for r in rows)} duplicate measurements in {total} measured "
+        f"configurations; {collisions} collisions prevented ({100 * collisions / max(1, total):.2f}% of "
+        f"measurements); {sum(r['kills'] for r in rows)} workers killed, {sum(r['swept_dead_worker_trials'] for r in rows)} "
+        f"of their trials swept and {sum(r['retries'] for r in rows)} re-measured. A swept trial is re-measured when "
+        "the worker had chosen its configuration; a worker killed inside `ask()` (while the sampler works) leaves a "
+        "trial with no configuration and no owner: nothing was measured, and it stays RUNNING until `--stale-after` "
+        "(120 s) has passed (the *left running* count). A shared budget of 200 can end at 201: two workers checking "
+        "it at the same instant may both start the last measurement (at most workers - 1 over).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one storage, one sampler (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--render", action="store_true", help="only rewrite the markdown from the stored JSON")
     args = parser.parse_args()
+    if args.render:
+        doc = json.loads((args.out / "distributed_duplicates.json").read_text())
+        (args.out / "distributed_duplicates.md").write_text(render(doc))
+        return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # mlp6 over fp16,fp8,int8 has 729 configurations (200 trials: a realistic search); the 3-layer
     # space has 27, where 4 workers x 5 trials must collide often: the stress case for claims.
@@ -134,33 +177,7 @@ def main() -> None:
            "command": "PYTHONPATH=. python benchmarks/multi_gpu/duplicates.py", "runs": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "distributed_duplicates.json").write_text(json.dumps(doc, indent=2) + "\n")
-    lines = [
-        "# Duplicate measurements with parallel workers",
-        "",
-        f"`{doc['command']}` on `{doc['host']}` (CPU; 2 cores), {doc['written_utc']} UTC. Latency modelled (roofline, "
-        "NVIDIA H100 80GB HBM3); each measurement sleeps 20 ms in a plug-in objective so workers overlap. "
-        "*Collisions*: a worker proposed a configuration another worker was measuring at that moment and did not "
-        "measure it (without the claim check, each would be a duplicate measurement). *Duplicates*: configurations "
-        "measured twice anyway.",
-        "",
-        "| storage | sampler | space | workers x trials | killed | measured | distinct | duplicates | collisions | "
-        "repeats | dead workers' trials re-measured | wall (s) |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        space = "729 (mlp6)" if r["network"] == "mlp6" else f"27 ({r['network']})"
-        lines.append(f"| {r['storage']} | {r['sampler']} | {space} | {r['workers']} x {r['trials_per_worker']} | "
-                     f"{r['kills']} | {r['complete_measurements']} | {r['distinct_configs_measured']} | "
-                     f"{r['duplicate_measurements']} | {r['collisions_prevented']} | {r['repeats_answered_from_storage']} | "
-                     f"{r['retries']} | {r['wall_s']} |")
-    total = sum(r["complete_measurements"] for r in rows)
-    lines += ["", f"In all: {sum(r['duplicate_measurements'] for r in rows)} duplicate measurements in {total} measured "
-                  f"configurations; {sum(r['collisions_prevented'] for r in rows)} collisions prevented "
-                  f"({100 * sum(r['collisions_prevented'] for r in rows) / max(1, total):.2f}% of measurements); "
-                  f"{sum(r['kills'] for r in rows)} workers killed, {sum(r['retries'] for r in rows)} of their "
-                  "trials re-measured. A killed worker's measurements before the kill stay; a replacement worker "
-                  "brings the study back to its budget."]
-    (args.out / "distributed_duplicates.md").write_text("\n".join(lines) + "\n")
+    (args.out / "distributed_duplicates.md").write_text(render(doc))
     print(f"wrote {args.out / 'distributed_duplicates.json'} and .md")
 
 

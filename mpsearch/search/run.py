@@ -174,9 +174,12 @@ def run_search(
             coord.sweep(study)
 
             trial = study.ask()
-            beat = coord.heartbeat(trial)
+            # Owner first: a sweep can only tell a vanished process's trial at once if it names it.
+            # (A worker killed inside ask(), while the sampler works, leaves a trial with no owner; it
+            # is swept once --stale-after has passed since its start.)
             for key, value in coord.identity().items():
                 trial.set_user_attr(key, value)
+            beat = coord.heartbeat(trial)
             config = space.suggest(trial)
             # The claim: written before the snapshot below is read (see mpsearch.search.workers).
             trial.set_user_attr(CONFIG_ATTR, config.key)
