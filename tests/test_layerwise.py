@@ -76,7 +76,7 @@ def test_model_recovers_an_additive_function_exactly(chained):
     predicted = st.predict(all_codes, post.mean[None, :])[0]
     # Every one of the 81 configurations, 21 of them never seen, to within 0.1 %.
     np.testing.assert_allclose(predicted, truth, rtol=1e-3)
-    assert post.noise < 1e-2 * truth.std()
+    assert post.noise.max() < 1e-2 * truth.std()
 
 
 @pytest.mark.parametrize("n_obj", [2, 3])
@@ -224,3 +224,19 @@ def test_a_study_with_other_objective_counts_is_refused_with_a_message():
     with pytest.raises(InvalidSpecError, match="3 objective values"):
         space.suggest(study.ask())
     assert config is not None
+
+
+def test_the_model_proposes_from_the_first_trial_without_a_startup_design():
+    space = SearchSpace(_net(4), MENU)
+    _, configs = _study(space, _additive_latency(space), _sampler(space, n_startup_trials=0), 5)
+    assert len({c.key for c in configs}) == 5
+
+
+def test_a_transformer_block_shares_weights_between_layers_of_one_shape():
+    space = SearchSpace(preset("llama8b-10blocks-prefill"), MENU)
+    st = _Structure(space)
+    # 4 GEMM shapes (q/o, k/v, gate/up, down) and 2 conversion shapes (k = 4096, 14336): 18 op weights
+    # for 70 layers, where per-layer terms would need 210.
+    lo, hi = st.offsets["op"]
+    assert hi - lo == 4 * 3 + 2 * 2
+    assert st.offsets["out"][1] - st.offsets["out"][0] == 0  # unchained: no boundary weights
