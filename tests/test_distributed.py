@@ -107,6 +107,7 @@ def measured_log(s) -> list[tuple[int, str]]:
 
 # --- the done-when criteria ---------------------------------------------------------------------
 
+@pytest.mark.slow  # the done-when criteria: 10-30 s each
 def test_four_workers_times_fifty_trials_lose_nothing_and_measure_nothing_twice(shared):
     s = shared
     create(s, "--workers", "0", "--trials", "200")
@@ -135,6 +136,7 @@ def test_four_workers_times_fifty_trials_lose_nothing_and_measure_nothing_twice(
     assert all("stopped: trial budget reached (50 measurements)" in o for o in outs)
 
 
+@pytest.mark.slow  # the done-when criteria: 10-30 s each
 def test_kill_minus_nine_then_resume_loses_no_completed_trial_and_remeasures_the_interrupted(shared):
     s = shared
     cycles = {"journal": 8, "postgresql": 6, "redis": 6}[s.kind]  # 20 kills in all
