@@ -225,6 +225,8 @@ def test_a_malformed_plugin_objective_is_one_line(capsys, tmp_path, monkeypatch,
      "storage sqlite:///s.db is SQLite, which takes one process at a time, but 2 workers were asked for: use --storage journal:"),
     (("--workers", "3"), "--workers 3 shares the study's budget between workers: give --trials N (the total)"),
     (("--workers", "-1", "--trials", "2"), "--workers must be an integer >= 0, got -1"),
+    (("--workers", "2", "--trials", "9", "--patience", "3"), "--patience and --target-hv stop one search loop and "
+                                                             "cannot be shared by --workers 2"),
     (("--trials", "2", "--heartbeat", "10", "--stale-after", "15"),
      "--stale-after must be at least twice --heartbeat"),
 ])

@@ -220,6 +220,10 @@ def run_search_command(args: argparse.Namespace) -> int:
         raise InvalidSpecError(f"--workers must be an integer >= 0, got {args.workers}")
     if args.workers != 1 and args.trials is None:
         raise InvalidSpecError(f"--workers {args.workers} shares the study's budget between workers: give --trials N (the total)")
+    if args.workers != 1 and (args.patience is not None or args.target_hv is not None):
+        # Each worker would judge stagnation on its own share of the trials: not the study's front.
+        raise InvalidSpecError(f"--patience and --target-hv stop one search loop and cannot be shared by --workers "
+                               f"{args.workers}: give --trials N and/or --timeout SECONDS")
     budget = _budget(args)
     if args.target_hv is not None and args.sampler != "layerwise":
         raise InvalidSpecError(f"--target-hv needs a model of the front: use it with --sampler layerwise, not {args.sampler}")
