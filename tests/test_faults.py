@@ -243,6 +243,32 @@ def test_more_pinned_workers_than_visible_gpus_is_refused(monkeypatch):
         launch_workers(2, ["x"], pin_gpus=True)
 
 
+def test_each_launched_worker_is_pinned_to_its_own_visible_gpu(monkeypatch, capsys):
+    from mpsearch.search.workers import wait_workers
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    show = [sys.executable, "-c", "import os, sys; print(os.environ['CUDA_VISIBLE_DEVICES'], "
+                                  "os.environ['CUDA_DEVICE_ORDER'], sys.argv[1:])"]
+    workers = wait_workers(launch_workers(2, ["study"], pin_gpus=True, command=show))
+    assert [w.returncode for w in workers] == [0, 0] and [w.gpu for w in workers] == ["2", "3"]
+    out = capsys.readouterr().out.splitlines()
+    assert sorted(out) == ["[w0] 2 PCI_BUS_ID ['study', '--worker-index', '0']",
+                           "[w1] 3 PCI_BUS_ID ['study', '--worker-index', '1']"]
+
+
+def test_a_pinned_worker_records_the_gpu_it_runs_on(monkeypatch):
+    from mpsearch.search import workers
+
+    monkeypatch.setattr(workers, "_gpu_bus_ids", lambda: ["0000:18:00.0", "0000:2a:00.0"])
+    monkeypatch.setattr(workers.socket, "gethostname", lambda: "gpu-host-7")
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert workers.gpu_identity() == "gpu-host-7 GPU 1 (0000:2a:00.0)"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert workers.visible_gpus() == ["0", "1"]
+    assert workers.gpu_identity() == "gpu-host-7 all GPUs (2)"
+
+
 # --- storages: wrong, unreachable, locked, torn -----------------------------------------------------
 
 @pytest.mark.parametrize("url, message", [

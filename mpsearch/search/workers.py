@@ -402,11 +402,12 @@ class LaunchedWorker:
     index: int
     gpu: str | None
     process: Any
+    forwarder: Any = None
     returncode: int | None = None
 
 
 def launch_workers(n: int, worker_args: Sequence[str], *, pin_gpus: bool,
-                   python: str = sys.executable) -> list[LaunchedWorker]:
+                   command: Sequence[str] = (sys.executable, "-m", "mpsearch.cli", "worker")) -> list[LaunchedWorker]:
     """Start ``n`` ``mpsearch worker`` processes; with ``pin_gpus``, one per visible GPU.
 
     Each gets ``--worker-index i`` (its seed offset) and, when pinned, CUDA_VISIBLE_DEVICES set to
@@ -430,11 +431,11 @@ def launch_workers(n: int, worker_args: Sequence[str], *, pin_gpus: bool,
             gpu = gpus[i]
             env["CUDA_VISIBLE_DEVICES"] = gpu
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        cmd = [python, "-m", "mpsearch.cli", "worker", *worker_args, "--worker-index", str(i)]
+        cmd = [*command, *worker_args, "--worker-index", str(i)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        worker = LaunchedWorker(i, gpu, proc)
-        threading.Thread(target=_forward, args=(proc, f"[w{i}] "), daemon=True).start()
-        launched.append(worker)
+        forwarder = threading.Thread(target=_forward, args=(proc, f"[w{i}] "), daemon=True)
+        forwarder.start()
+        launched.append(LaunchedWorker(i, gpu, proc, forwarder))
     return launched
 
 
@@ -447,6 +448,8 @@ def _forward(proc: Any, prefix: str) -> None:
 def wait_workers(workers: list[LaunchedWorker]) -> list[LaunchedWorker]:
     for w in workers:
         w.returncode = w.process.wait()
+        if w.forwarder is not None:
+            w.forwarder.join()  # the last lines a worker printed come before the summary
     return workers
 
 
