@@ -84,7 +84,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     from mpsearch.search.samplers import build_sampler
     from mpsearch.search.storage import open_storage, redacted, storage_kind
     from mpsearch.search.study import check_resume, load_study, new_spec
-    from mpsearch.search.workers import gpu_identity, read_study_budget, worker_id
+    from mpsearch.search.workers import WORKER_INDEX_ATTR, gpu_identity, read_study_budget, worker_id
 
     url = args.storage
     if storage_kind(url) == "sqlite":
@@ -115,9 +115,10 @@ def run_worker_command(args: argparse.Namespace) -> int:
         check_resume(stored, requested, args.name)
         sampler_name = stored.sampler.get("name", "tpe")
         base_seed = stored.sampler.get("seed")
-        # Each worker its own seed (OPTUNA.md: identical seeds propose identical batches); a worker
-        # restarted on a study that has grown gets a new one, so it does not replay its proposals.
-        seed = None if base_seed is None else base_seed + args.worker_index + 1000 * len(study.trials)
+        # Each worker its own seed, base + index (OPTUNA.md: identical seeds propose identical
+        # batches); a worker index started again gets a new one, so it does not replay its proposals.
+        earlier = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(WORKER_INDEX_ATTR) == args.worker_index)
+        seed = None if base_seed is None else base_seed + args.worker_index + 1000 * earlier
         sampler, _ = build_sampler(sampler_name, seed=seed, space=setup.space, directions=setup.directions,
                                    exact=setup.exact_objectives(), settings=stored.sampler)
         study.sampler = sampler
