@@ -161,6 +161,26 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+def summary_lines(report: Report) -> list[str]:
+    """The report's headline numbers as sentences (computed, so they cannot drift from the tables)."""
+    lines = []
+    sp = report.speedups.set_index("format")
+    parts = [f"{f} {sp.loc[f, 'speedup']:.2f}×" for f in sp.index if pd.notna(sp.loc[f, "speedup"])]
+    if parts:
+        lines.append(f"Uniform formats vs uniform fp16 ({sp['fp16_ms'].iloc[0]:.3f} ms), speed-up: {', '.join(parts)}.")
+    for _, g in report.gaps.iterrows():
+        lines.append(f"{g['menu']}: at equal capacity ({g['capacity']}) latency differs by up to {g['gap_ms']:.3f} ms "
+                     f"({g['ratio']:.2f}×): `{g['fast_config']}` vs `{g['slow_config']}`.")
+    for _, e in report.sum_error.iterrows():
+        direction = "under" if e["mean_rel_err"] < 0 else "over"
+        agree = "the same front" if e["front_agrees"] else (
+            f"a different front ({e['sum_front_size']} configurations vs {e['front_size']} end to end)")
+        lines.append(f"{e['menu']}: the sum of per-op latencies {direction}estimates the end-to-end latency by "
+                     f"{abs(e['mean_rel_err']):.1%} on average (mean |error| {e['mean_abs_rel_err']:.1%}, max "
+                     f"{e['max_abs_rel_err']:.1%} at `{e['worst_config']}`), and gives {agree}.")
+    return lines
+
+
 def render_markdown(report: Report, plot_name: str | None) -> str:
     prov = report.provenance
     timing = prov.get("timing", {})
@@ -184,6 +204,7 @@ def render_markdown(report: Report, plot_name: str | None) -> str:
                        "recording; they are left out of its front and comparisons**")
     if plot_name:
         out += ["", f"![fronts]({plot_name})"]
+    out += ["", "## Summary", ""] + [f"- {line}" for line in summary_lines(report)]
 
     out += ["", "## Exhaustive fronts", "",
             "Hypervolume (latency minimised, capacity maximised) against the reference point "
@@ -222,7 +243,13 @@ def plot(report: Report, path: Path) -> None:
         # emulated int4 is ~40x slower than the rest: a log axis keeps both ends readable
         log = len(t) and t["e2e_ms"].max() > 10 * t["e2e_ms"].min()
         if log:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            lo, hi = t["e2e_ms"].min(), t["e2e_ms"].max()
+            ticks = [v * 10**e for e in range(-2, 4) for v in (1, 2, 5) if lo * 0.75 <= v * 10**e <= hi * 1.1]
+            ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("end-to-end latency (ms" + (", log scale)" if log else ")"))
         ax.set_ylabel("capacity (Σ k × bits)")
         ax.set_title(f"mlp6, {{{', '.join(m.menu)}}}")
