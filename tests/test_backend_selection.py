@@ -79,12 +79,15 @@ def test_auto_skips_the_gpu_when_another_device_is_asked_for(fake_cutlass, mlp3)
 
 
 def test_auto_says_when_the_gpu_lacks_the_cutlass_package(monkeypatch, mlp3):
+    # the CUTLASS package's own check (missing_dependencies) reports what is not installed
     monkeypatch.setattr(backends, "probe_gpu", lambda: (True, "GPU found"))
-    real = backends.importlib.util.find_spec
-    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None if name == "cutlass_cppgen" else real(name))
+    lacking = types.SimpleNamespace(missing_dependencies=lambda: ["nvidia-cutlass 4.2 (module cutlass_cppgen)"])
+    monkeypatch.setitem(sys.modules, "mpsearch.backends.cutlass", lacking)
     backend, reason = make_backend("auto", mlp3, data=str(DATA))
     assert backend.capabilities.name == "replay"
-    assert "nvidia-cutlass is not installed" in reason
+    assert reason.startswith("replay: missing nvidia-cutlass 4.2 (module cutlass_cppgen) (pip install 'mpsearch[gpu]');")
+    with pytest.raises(BackendUnavailableError, match="cannot run here: missing nvidia-cutlass 4.2"):
+        make_backend("cutlass", mlp3)
 
 
 def test_cutlass_without_a_gpu_says_what_is_missing_in_one_line(no_gpu, mlp3):
@@ -120,10 +123,11 @@ def test_unknown_backend_names_the_choices(mlp3):
         make_backend("gpu", mlp3)
 
 
-def test_choosing_a_backend_loads_no_gpu_or_plot_module(tmp_path):
+def test_choosing_a_backend_loads_no_gpu_or_plot_module():
+    # auto's probe (cutlass_missing) and the CPU backends; on a GPU host auto would rightly load CUDA
     code = (
-        "import sys; from mpsearch.backends import make_backend; from mpsearch.network import preset;"
-        f"make_backend('auto', preset('mlp6'), data={str(tmp_path)!r});"
+        "import sys; from mpsearch.backends import cutlass_missing, make_backend; from mpsearch.network import preset;"
+        f"cutlass_missing(); make_backend('roofline', preset('mlp6')); make_backend('replay', preset('mlp6'), data={str(DATA / 'replay_tiny')!r});"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'cuda', 'cutlass_cppgen', 'matplotlib', 'plotly'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

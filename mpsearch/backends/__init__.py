@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes.util
 import glob
 import importlib
-import importlib.util
 from pathlib import Path
 from typing import Mapping
 
@@ -77,15 +76,22 @@ def gpu_model() -> str | None:
 
 
 def cutlass_missing() -> str | None:
-    """What the CUTLASS backend lacks here, in a few words, or None if it can be tried."""
+    """What the CUTLASS backend lacks here, in a few words, or None if it can be tried.
+
+    The GPU probe comes first (cheapest, and the usual answer); then the backend package's own
+    ``missing_dependencies()`` (importing the package is light: CUDA and torch load on construction).
+    """
     usable, why = probe_gpu()
     if not usable:
         return why
-    for module, package in (("cutlass_cppgen", "nvidia-cutlass"), ("cuda", "cuda-python")):
-        if importlib.util.find_spec(module) is None:
-            return f"{package} is not installed (pip install 'mpsearch[gpu]')"
-    if importlib.util.find_spec("mpsearch.backends.cutlass") is None:
-        return "this mpsearch install has no CUTLASS backend (mpsearch.backends.cutlass is missing)"
+    try:
+        module = importlib.import_module("mpsearch.backends.cutlass")
+    except ImportError as err:
+        return f"this mpsearch install has no CUTLASS backend ({err})"
+    check = getattr(module, "missing_dependencies", None)
+    missing = check() if callable(check) else []
+    if missing:
+        return f"missing {'; '.join(missing)} (pip install 'mpsearch[gpu]')"
     return None
 
 
