@@ -186,8 +186,10 @@ def _print_outcome(study: Any, outcome: Any, storage_url: str) -> None:
         return
     sources = sorted(set(front["latency_source"]) - {""})
     devices = sorted({t.user_attrs.get("latency_device", "") for t in study.best_trials} - {""})
+    where = {"measured": "measured on", "replay": "replayed from a recording on", "model": "modelled for"}
+    origin = " / ".join(where.get(src, src) for src in sources) or "of unknown origin"
     print(f"\nPareto front of study {study.study_name} ({len(front)} configurations; latency "
-          f"{'/'.join(sources) or 'n/a'}{' on ' + ', '.join(devices) if devices else ''}):")
+          f"{origin} {', '.join(devices)}):")
     shown = front.drop(columns=["latency_source", "config"])
     with pd.option_context("display.max_columns", 200, "display.width", 200, "display.float_format", _number):
         print(shown.to_string(index=False))
