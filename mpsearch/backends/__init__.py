@@ -54,7 +54,7 @@ def probe_gpu() -> tuple[bool, str]:
 
     Neither CUDA nor torch is imported: this runs on every ``auto`` choice, also on CPU machines.
     """
-    nodes = sorted(p for p in glob.glob("/dev/nvidia[0-9]*"))
+    nodes = sorted(glob.glob("/dev/nvidia[0-9]*"))
     if not nodes:
         return False, "no GPU here (no /dev/nvidia*)"
     lib = ctypes.util.find_library("cuda")
