@@ -6,7 +6,8 @@ tests/test_distributed.py). The plug-ins are imported by path, as a user's would
   ``oom`` (the GPU runs out of memory, as torch reports it), ``kernel_check`` (a kernel fails its
   float64 check), ``unsupported``, ``nan`` / ``inf`` / ``string`` (a broken result), ``bug``.
 - ``slow_capacity``: the capacity objective, after sleeping ``$MPSEARCH_FAKE_SLEEP_S`` seconds, and
-  appending ``pid config`` to ``$MPSEARCH_FAKE_LOG``: the record of what each worker measured.
+  appending ``pid config`` to ``$MPSEARCH_FAKE_LOG``: the record of what each worker measured (and,
+  before the sleep, to ``$MPSEARCH_FAKE_START_LOG``: what it is measuring now).
 - ``hangs_on_int8_first_layer``: never returns for configurations whose first layer is int8.
 """
 
@@ -69,16 +70,21 @@ class FakeBackend(LatencyBackend):
 
 # --- plug-in objectives ---------------------------------------------------------------------------
 
+def _append(path, line):
+    # One write() of a short line on an O_APPEND file: lines of concurrent workers do not mix.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 def slow_capacity(config, network):
+    if os.environ.get("MPSEARCH_FAKE_START_LOG"):  # "measuring now": lets a test kill mid-measurement
+        _append(os.environ["MPSEARCH_FAKE_START_LOG"], f"{os.getpid()} {config.key}\n")
     time.sleep(float(os.environ.get("MPSEARCH_FAKE_SLEEP_S", "0.01")))
-    log = os.environ.get("MPSEARCH_FAKE_LOG")
-    if log:
-        # One write() of a short line on an O_APPEND file: lines of concurrent workers do not mix.
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, f"{os.getpid()} {config.key}\n".encode())
-        finally:
-            os.close(fd)
+    if os.environ.get("MPSEARCH_FAKE_LOG"):
+        _append(os.environ["MPSEARCH_FAKE_LOG"], f"{os.getpid()} {config.key}\n")
     return float(capacity(network, config))
 
 
