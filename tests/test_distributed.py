@@ -328,3 +328,21 @@ def test_the_multi_gpu_script_runs_a_study_with_workers_and_writes_the_per_worke
     md = (out / "summary.md").read_text()
     assert md.startswith("# mg: one study, 2 workers") and "## Trials per worker" in md
     assert "starting 2 workers" in (out / "search.log").read_text()
+
+
+def test_postgresql_is_reached_through_psycopg3_when_psycopg2_is_not_installed(monkeypatch):
+    # The distributed extra installs psycopg 3; SQLAlchemy's plain postgresql:// means psycopg2.
+    import importlib.util
+
+    require_server(5432, "PostgreSQL")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg2" else real(name, *a))
+    storage = open_storage(PG)
+    assert storage.engine.dialect.driver == "psycopg"
+    name = f"mpsearch-test-{uuid.uuid4().hex[:12]}"
+    study = optuna.create_study(study_name=name, storage=storage, directions=["minimize", "maximize"])
+    try:
+        study.tell(study.ask(), [1.0, 2.0])
+        assert optuna.load_study(study_name=name, storage=open_storage(PG)).trials[0].values == [1.0, 2.0]
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)
