@@ -201,6 +201,25 @@ class CutlassBackend(LatencyBackend):
         self._pool.clear()
         self._kernels.clear()
 
+    # --- for benchmarks: the operands the tuned kernels ran on, and the same timer ---------------
+
+    def operand(self, role: str, fmt: str, rows: int, cols: int) -> Any:
+        """The random GPU tensor the backend uses for ``role`` ("A" activations, "W" weights [N, K])."""
+        return self._pool.get(role, fmt, rows, cols)
+
+    def op_launcher(self, op: Op) -> Callable[[], None]:
+        """A launcher for ``op``'s tuned kernel(s) on the backend's operands (to re-time it beside others)."""
+        if op.kind != "gemm":
+            raise UnsupportedConfigError(f"op_launcher takes a gemm op, got {op.kind}")
+        a = self._pool.get("A", op.fmt, op.m, op.k)
+        out = self._pool.empty("bench.out", op.out_fmt, op.m, op.n)
+        launches = self._gemm_launch(op, a, out, "bench")
+        return launches[0] if len(launches) == 1 else _chain(*launches)
+
+    def time_launch(self, launch: Callable[[], None], what: str, repeats: int | None = None) -> list[float]:
+        """Samples (ms) of ``launch`` under the backend's timing policy (warm-up, L2 flush, events)."""
+        return self._timer.time(launch, repeats=repeats, what=what)
+
     # --- kernels -------------------------------------------------------------------------------
 
     def candidate_specs(self, in_fmt: str, out_fmt: str) -> list[catalog.KernelSpec]:
@@ -244,13 +263,18 @@ class CutlassBackend(LatencyBackend):
         if key in self._tuned:
             return self._tuned[key]
         stored = self._store.get(key)
-        if stored is not None and (op.kind == "convert" or self._loadable(stored)):
+        if stored is not None and (op.kind == "convert" or (self._same_candidates(stored) and self._loadable(stored))):
             self._tuned[key] = stored
             return stored
         record = self._tune_convert(op) if op.kind == "convert" else self._tune_gemm(op)
         self._store.put(key, record)
         self._tuned[key] = record
         return record
+
+    def _same_candidates(self, record: dict[str, Any]) -> bool:
+        """A stored choice stands only if it was made among today's candidates (the list may change)."""
+        tried = {t for t in record.get("candidates", {}) if "(fused" not in t}
+        return tried == {s.tile for s in self.candidate_specs(record["in_fmt"], record["kernel_out"])}
 
     def _loadable(self, record: dict[str, Any]) -> bool:
         spec = catalog.KernelSpec(record["in_fmt"], record["kernel_out"], record["tile"])

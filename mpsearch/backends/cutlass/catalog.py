@@ -40,14 +40,13 @@ _SM90_PATTERNS = (
     r"^64x256x\d+ c1x2 TmaWarpSpecializedPingpong(FP8FastAccum)? NoSmemWarpSpecialized Default$",
     r"^64x128x\d+ c1x2 TmaWarpSpecializedPingpong(FP8FastAccum)? NoSmemWarpSpecialized Default$",
     r"^128x256x\d+ c1x1 CpAsyncWarpSpecializedCooperative NoSmemWarpSpecialized Default$",
-    r"^128x128x\d+ c2x1 TmaWarpSpecializedCooperative(FP8FastAccum)? TmaWarpSpecializedCooperative Default$",
-    r"^128x256x\d+ c2x1 TmaWarpSpecializedCooperative(FP8FastAccum)? TmaWarpSpecializedCooperative Default$",
     r"^128x128x\d+ c1x2 TmaWarpSpecializedPingpong(FP8FastAccum)? TmaWarpSpecialized Default$",
 )
-# Not offered: a cluster of 2 along M with the no-smem epilogue. CUTLASS then gives each CTA half the
-# M tile, which nvcc rejects for these tiles ("Cooperative kernel requires Tile Size to be greater
-# than or equal to 128 along the M-dimension", "Tile_M must be a multiple of 64"; seen on sm_90a,
-# nvcc 13.0, CUTLASS 4.2). Nor the stream-K tile scheduler: cutlass_cppgen zeroes its workspace once,
+# Not offered: tiles whose M per CTA would fall below what the schedule needs. With a cluster of 2
+# along M, cutlass_cppgen's tile is the cluster's, each CTA gets half the rows, and nvcc rejects a
+# cooperative kernel under 128 rows per CTA and the no-smem epilogue with a split M tile ("Cooperative
+# kernel requires Tile Size to be greater than or equal to 128 along the M-dimension", "Tile_M must
+# be a multiple of 64"; seen on sm_90a, nvcc 13.0, CUTLASS 4.2). Nor the stream-K tile scheduler: cutlass_cppgen zeroes its workspace once,
 # when the arguments are made, but stream-K's reduction flags must be reset before every launch, so
 # a second launch of the same arguments can wait forever (a tuning run hung on an H100 there).
 # fp8 uses the fast-accumulating schedules (promotion to fp32 every k-block, not every 4): what

@@ -97,6 +97,10 @@ def import_cutlass(cache_dir: Path, *, device_cc: int | None = None) -> ModuleTy
         cache_dir.mkdir(parents=True, exist_ok=True)
         try:
             with in_directory(cache_dir):
+                # cutlass_library skips importing its kernel generator when '-m' is anywhere in
+                # sys.argv (meant for `python -m cutlass_library.generator`; `pytest -m gpu` trips it
+                # too) and the option registry then fails: import it explicitly.
+                import cutlass_library.generator  # noqa: F401
                 import cutlass_cppgen
                 import cutlass_cppgen.backend.compiler
         except ImportError as err:

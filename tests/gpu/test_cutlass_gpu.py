@@ -1,0 +1,126 @@
+"""The CUTLASS backend on a real GPU: correctness per format, the compile cache, tuning, timing.
+
+Marked ``gpu``: skipped where there is no NVIDIA GPU (CI). On a GPU host the first run compiles the
+kernels it needs (minutes, in parallel); set MPSEARCH_CACHE_DIR to reuse a warm cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mpsearch.network import Layer, Network, Op
+from mpsearch.space import Config
+from mpsearch.testing import LatencyBackendConformance
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.gpu
+
+M, N, K = 256, 512, 1024  # small, but several tiles in every direction; K a multiple of every tile's K
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return os.environ.get("MPSEARCH_CACHE_DIR") or str(tmp_path_factory.mktemp("cutlass-cache"))
+
+
+@pytest.fixture(scope="session")
+def backend(cache_dir):
+    from mpsearch.backends.cutlass import CutlassBackend
+
+    b = CutlassBackend(cache_dir=cache_dir)
+    yield b
+    b.close()
+
+
+def gemm(fmt: str, out: str = "fp16", m: int = M, n: int = N, k: int = K) -> Op:
+    return Op("gemm", "t", m, n, k, fmt, out)
+
+
+@pytest.mark.parametrize("fmt,out", [("fp16", "fp16"), ("bf16", "fp16"), ("fp8_e4m3", "fp16"), ("fp8_e4m3", "fp8_e4m3"),
+                                     ("int8", "fp16"), ("int8", "int8"), ("int4", "fp16"), ("fp16", "int4")])
+def test_every_format_pair_matches_the_float64_reference(backend, fmt, out):
+    from mpsearch.backends.cutlass.runtime import OUTPUT_ROUNDING, TOLERANCE
+
+    tol = max(TOLERANCE[fmt], OUTPUT_ROUNDING[out])  # the input's tolerance, or one output rounding step
+    record = backend.tune(gemm(fmt, out))
+    assert record["check_rel_err"] <= tol, record
+    passed = {t: c for t, c in record["candidates"].items() if "median_ms" in c}
+    assert passed, record["candidates"]
+    assert all(c["check_rel_err"] <= tol for c in passed.values())
+
+
+def test_a_kernel_that_gives_wrong_results_fails_its_check(backend):
+    import torch
+
+    from mpsearch.backends.cutlass import runtime
+
+    ref = torch.randn(64, 64, dtype=torch.float64, device="cuda")
+    expected = runtime.round_into(ref, "fp16")
+    wrong = expected.clone()
+    wrong[3, 5] += 1.0  # one element off by a unit: far above fp16 rounding over the whole tensor
+    assert runtime.check_output(expected, "fp16", expected, "fp16")[0]
+    ok, rel, reason = runtime.check_output(wrong, "fp16", expected, "fp16")
+    assert not ok and "relative error" in reason
+
+
+def test_tuning_tries_at_least_8_tiles_and_picks_the_fastest_measured(backend):
+    for fmt in ("fp16", "fp8_e4m3", "int8"):
+        record = backend.tune(gemm(fmt, m=2048, n=4096, k=4096))
+        timed = {t: c["median_ms"] for t, c in record["candidates"].items() if "median_ms" in c}
+        assert len(timed) >= 8, record["candidates"]  # at least 8 tiles compiled, passed the check and were timed
+        assert record["tile"] == min(timed, key=timed.get)
+        assert record["median_ms"] == timed[record["tile"]]
+
+
+def test_a_warm_rerun_compiles_nothing(backend, cache_dir):
+    backend.compile_pairs([("fp16", "fp16"), ("int8", "int8")])
+    code = (
+        "import json, sys\n"
+        "from mpsearch.backends.cutlass import CutlassBackend\n"
+        f"b = CutlassBackend(cache_dir={cache_dir!r}, progress=lambda line: None)\n"
+        "b.compile_pairs([('fp16', 'fp16'), ('int8', 'int8')])\n"
+        "r = b.compile_reports[-1] if b.compile_reports else None\n"
+        "print(json.dumps({'compiled': r.compiled if r else 0, 'cached': r.cached if r else -1, 'loaded': len(b._kernels)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["compiled"] == 0
+    assert report["cached"] == report["loaded"] >= 16
+
+
+def test_measure_is_end_to_end_with_samples_kernels_and_conversions(backend):
+    import torch
+
+    block = Network("gpu-block", (Layer("q", 64, 512, 1024), Layer("up", 64, 1024, 512)), chained=False)
+    config = Config(block.layer_names, ("int8", "fp16"))
+    backend.prepare(block, ("int8", "fp16"))
+    result = backend.measure(block, config)
+    assert result.source == "measured"
+    assert result.device == torch.cuda.get_device_name(0)
+    assert len(result.samples) >= 10 and result.ms > 0
+    assert len(result.per_layer_ms) == 2
+    assert any(label.startswith("q:convert fp16->int8") for label in result.extra["kernels"])
+    assert set(result.extra["check_rel_err"]) == set(result.extra["kernels"])
+
+
+def test_an_int4_output_is_a_gemm_plus_a_separate_conversion(backend):
+    mlp = Network("gpu-mlp", (Layer("fc1", 128, 512, 1024), Layer("fc2", 128, 256, 512)))
+    backend.prepare(mlp, ("fp16", "int4"))
+    result = backend.measure(mlp, Config(mlp.layer_names, ("fp16", "int4")))
+    assert "separate" in result.extra["kernels"]["fc1:gemm fp16->int4"]
+    assert result.extra["emulated"] == ["int4"]
+
+
+class TestCutlassConformance(LatencyBackendConformance):
+    @pytest.fixture
+    def make_backend(self, cache_dir):
+        from mpsearch.backends.cutlass import CutlassBackend
+
+        return lambda: CutlassBackend(cache_dir=cache_dir)
