@@ -39,6 +39,7 @@ exist (what failed, e.g. an unsupported kernel, usually fails again; enqueue it 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -74,6 +75,7 @@ _UNARY_SCALES = (0.01, 0.1, 0.3, 1.0)
 _BOUNDARY_RATIOS = (0.03, 0.1, 0.3)
 _NOISE_SCALES = (1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3)
 _INTERCEPT_SCALE = 3.0
+_ENUMERATE_UP_TO = 20000  # front_confidence draws every configuration's residual in spaces this small
 _SHAPE_SCALE = 10.0  # broad: the cost per FLOP / element of a format is learnt from the data
 
 
@@ -344,6 +346,7 @@ class _Posterior:
     samples: np.ndarray  # (S, p)
     noise: np.ndarray  # (S,) standard deviation of the non-additive residual per sample, raw units
     hyper: tuple[float, ...]  # the likeliest (op scale, boundary ratio, unary scale, noise), standardised
+    loo_rms: float = math.inf  # RMS leave-one-out prediction error, raw units (inf without data)
 
 
 def _fit_blr(x: np.ndarray, y: np.ndarray, structure: _Structure, n_samples: int, rng: np.random.Generator,
@@ -420,16 +423,22 @@ def _fit_blr(x: np.ndarray, y: np.ndarray, structure: _Structure, n_samples: int
             samples[rows] = w0 + (xv.T @ cho_solve(c, resid.T)).T
             noise[rows] = sn
     hyper = grid[int(np.argmax(weights))]
-    return _to_raw(mean, samples, noise, hyper, y_mean, y_std)
+    # Leave-one-out residuals of the likeliest model (closed form: [K^-1 z]_i / [K^-1]_ii): how far
+    # off a prediction for a configuration not in the data is, residual and model error together.
+    c = cho_factor(kernel(*hyper), lower=True)
+    kinv = cho_solve(c, np.eye(n))
+    loo = (kinv @ z) / np.diag(kinv)
+    loo_rms = float(np.sqrt(np.mean(loo ** 2)))
+    return _to_raw(mean, samples, noise, hyper, y_mean, y_std, loo_rms)
 
 
 def _to_raw(mean: np.ndarray, samples: np.ndarray, noise: np.ndarray, hyper: tuple, y_mean: float,
-            y_std: float) -> _Posterior:
+            y_std: float, loo_rms: float = np.inf) -> _Posterior:
     """Back from standardised units: y = y_mean + y_std * (X w)."""
     mean, samples = mean * y_std, samples * y_std
     mean[0] += y_mean
     samples[:, 0] += y_mean
-    return _Posterior(mean, samples, noise * y_std, hyper)
+    return _Posterior(mean, samples, noise * y_std, hyper, loo_rms * y_std)
 
 
 # --- the sampler ----------------------------------------------------------------------------------
@@ -516,10 +525,15 @@ class LayerwiseSampler(_optuna_samplers.BaseSampler):
         """The model's probability that the current front's hypervolume is at least
         ``target_fraction`` of the true front's.
 
-        For each posterior sample, the true front is that sample's Pareto-DP front together with the
-        measured points; the fraction is HV(measured front) / HV(that front), against the study's
-        stored reference point (or the model's, see :meth:`reference_point`). Objectives known
-        exactly enter with their exact values.
+        For each posterior sample, the unmeasured configurations that could be on the true front
+        get that sample's value plus their own draw of the non-additive residual (each configuration
+        has its own, fixed, and a measurement reveals it): every configuration in a space of up to
+        ``_ENUMERATE_UP_TO``, else the sample's Pareto-DP front and (up to ``max_candidates`` × 5 of)
+        its one-decision neighbours. The true front is their front together with the measured
+        points; the fraction is HV(measured front) / HV(true front), against the study's stored
+        reference point (or the model's, see :meth:`reference_point`). Objectives known exactly
+        enter with their exact values. Without the residual draws the model was sure of 99 % while
+        97 % was found, on data with a ±5 % non-additive part.
         """
         if isinstance(target_fraction, bool) or not isinstance(target_fraction, (int, float)) \
                 or not 0 < target_fraction <= 1:
@@ -530,14 +544,35 @@ class LayerwiseSampler(_optuna_samplers.BaseSampler):
             # the posterior says then rests on the prior's hyperparameters, and was overconfident in
             # tests (sure of 99 % with 68 % found after 3 trials). Claim nothing.
             return 0.0
+        st = self._structure
         rng = self._rng(study, tag=0xC0F)
-        posts = self._fit(obs, rng, self._settings["confidence_samples"])
+        n = self._settings["confidence_samples"]
+        posts = self._fit(obs, rng, n)
         ref = self._reference(study, obs, posts)
         found = self._hv(obs.values, ref)
+        measured = {tuple(r) for r in obs.codes}
+        everything = None
+        if st.n_formats ** st.n_decisions <= _ENUMERATE_UP_TO:
+            everything = _unseen_unique(
+                np.array(list(itertools.product(range(st.n_formats), repeat=st.n_decisions)), dtype=np.int64), measured)
         hits = 0
-        n = self._settings["confidence_samples"]
         for s in range(n):
-            _, vals = self._dp_front([p.samples[s] for p in posts], rng)
+            weights = [p.samples[s][None, :] for p in posts]
+            if everything is not None:
+                pool = everything
+            else:
+                front = self._dp_front([w[0] for w in weights], rng)[0]
+                near = _unseen_unique(_neighbours(front, st.n_formats), measured)
+                cap = 5 * self._settings["max_candidates"]
+                if len(near) > cap:
+                    near = near[rng.choice(len(near), cap, replace=False)]
+                pool = _unseen_unique(np.concatenate([front, near]), measured)
+            vals = self._predict(pool, weights)[0]
+            for post, i in zip(posts, self._modelled):
+                # The larger of the sampled residual and the leave-one-out error: the noise level
+                # alone was underestimated where the boundary terms absorbed part of it, and a stop
+                # rule should err on the side of measuring more.
+                vals[:, i] += rng.normal(0.0, max(post.noise[s], post.loo_rms), len(pool))
             true = self._hv(np.concatenate([vals, obs.values]), ref)
             hits += found >= target_fraction * true - 1e-12 * abs(true)
         return hits / n
