@@ -77,9 +77,11 @@ def _plot_study(ax: Any, report: StudyReport, x: str, y: str, colour: str, label
                 marker: str = "o", size: float = 36) -> None:
     done = report.trials[report.trials["state"] == "COMPLETE"]
     off = done[~done["on_front"]]
-    alpha = 0.25 if faint else 0.5
-    ax.scatter(off[x], off[y], s=14, color="0.55" if not faint else colour, alpha=alpha, linewidths=0,
-               label=None if faint else f"trials ({_trial_count(done)})")
+    # In a comparison an exhaustive study is the reference front; its hundreds of other points
+    # would only bury the searches' trials.
+    if not (faint and report.spec.exhaustive):
+        ax.scatter(off[x], off[y], s=14, color="0.55" if not faint else colour, alpha=0.25 if faint else 0.5,
+                   linewidths=0, label=None if faint else f"trials ({_trial_count(done)})")
     front = report.front.sort_values(x)
     ax.scatter(front[x], front[y], s=size, marker=marker, color=colour, edgecolors="black", linewidths=0.5, zorder=3,
                label=f"{label} ({len(front)} configurations)")
@@ -87,6 +89,17 @@ def _plot_study(ax: Any, report: StudyReport, x: str, y: str, colour: str, label
         ydir = report.directions[report.objectives.index(y)]
         ax.plot(front[x], front[y], drawstyle="steps-post" if ydir == "maximize" else "steps-pre",
                 color=colour, linewidth=1.2, zorder=2)
+
+
+def _empty_corner(report: StudyReport, y: str) -> str:
+    """Where the legend hides no point: the corner of the ideal (fast and good), which a trade-off leaves empty."""
+    return "upper left" if report.directions[report.objectives.index(y)] == "maximize" else "lower left"
+
+
+def _comparison_title(reports: Sequence[StudyReport]) -> str:
+    import textwrap
+
+    return textwrap.fill("Pareto fronts compared: " + " vs ".join(r.name for r in reports), 110)
 
 
 def render_png(report: StudyReport, path: Path, y: str | None = None) -> Path:
@@ -101,7 +114,7 @@ def render_png(report: StudyReport, path: Path, y: str | None = None) -> Path:
     ax.set_ylabel(axis_label(report, y))
     ax.set_title(f"{_title(report)}\n{_hv_text(report)}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc=_empty_corner(report, y), fontsize=8)
     fig.savefig(path, dpi=130)
     return path
 
@@ -196,7 +209,7 @@ def render_comparison_png(reports: Sequence[StudyReport], path: Path, y: str | N
     y = _y_of(reports[0], y)
     for r in reports:
         _y_of(r, y)
-    fig = Figure(figsize=(9, 6), layout="constrained")
+    fig = Figure(figsize=(9, 6 + 0.18 * len(reports)), layout="constrained")
     ax = fig.add_subplot()
     for i, r in enumerate(reports):
         # Fronts of several studies share points: later ones get smaller, different markers, so
@@ -205,9 +218,9 @@ def render_comparison_png(reports: Sequence[StudyReport], path: Path, y: str | N
                     marker="osD^v<>p"[i % 8], size=max(70 * 0.62 ** i, 8))
     ax.set_xlabel(f"{x} (ms)" if x == "latency" else x)
     ax.set_ylabel(axis_label(reports[0], y))
-    ax.set_title("Pareto fronts compared: " + " vs ".join(r.name for r in reports), fontsize=10)
+    ax.set_title(_comparison_title(reports), fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=7)
+    fig.legend(loc="outside lower center", fontsize=7)  # long labels: below the axes, hiding no point
     fig.savefig(path, dpi=130)
     return path
 
@@ -220,7 +233,7 @@ def render_comparison_html(reports: Sequence[StudyReport], path: Path, y: str | 
     fig = go.Figure()
     for i, r in enumerate(reports):
         _plotly_study(fig, r, x, y, STUDY_COLOURS[i % len(STUDY_COLOURS)], _study_label(r), faint=True)
-    fig.update_layout(title="Pareto fronts compared: " + " vs ".join(r.name for r in reports),
+    fig.update_layout(title=_comparison_title(reports).replace("\n", "<br>"),
                       xaxis_title=f"{x} (ms)" if x == "latency" else x, yaxis_title=axis_label(reports[0], y),
                       template="plotly_white")
     fig.write_html(path, include_plotlyjs=plotlyjs)
@@ -229,7 +242,7 @@ def render_comparison_html(reports: Sequence[StudyReport], path: Path, y: str | 
 
 def _study_label(r: StudyReport) -> str:
     hv = f", {r.exhaustive.percent:.1f}% of exhaustive HV" if r.exhaustive else ""
-    sampler = r.spec.sampler.get("name", "?") if r.spec.sampler else "?"
+    sampler = "exhaustive" if r.spec.exhaustive else (r.spec.sampler or {}).get("name", "?")
     return f"{r.name} [{','.join(map(short, r.spec.menu))}; {sampler}; {r.latency_origin}{hv}]"
 
 
