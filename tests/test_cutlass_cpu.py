@@ -93,6 +93,14 @@ def test_a_kernel_spec_key_names_formats_and_tile():
     assert spec.key == "int8->fp8_e4m3 128x256x128 c1x2 A B Default"
 
 
+def test_sm90_tiles_are_also_tried_with_other_swizzles_and_raster_orders():
+    assert catalog.schedules(80) == (None,)  # sm_80 kernels fix their swizzle when compiled
+    sm90 = catalog.schedules(90)
+    assert (1, 0) in sm90 and len(set(sm90)) == len(sm90) >= 4
+    assert catalog.candidate_label("T", (4, 2)) == "T swizzle 4 raster along N"
+    assert catalog.candidate_label("T", None) == "T"
+
+
 # --- format and architecture gating ---------------------------------------------------------------
 
 def test_int4_runs_the_sm80_kernels_on_hopper_and_is_emulated_there():
@@ -279,6 +287,21 @@ def test_a_built_kernel_scales_in_fp32_and_writes_the_output_format(cutlass_sm90
     assert cache_key(again) == cache_key(op)  # the same spec finds the same cached kernel
     other = catalog.build_operation(cutlass_sm90, catalog.KernelSpec("int8", "fp16", spec.tile), 90)
     assert cache_key(other) != cache_key(op)
+
+
+@pytest.mark.slow  # CUTLASS's option registry for sm_90 takes 10-20 s to build (once per module)
+def test_a_schedule_reaches_the_scheduler_arguments_only_while_arguments_are_built(cutlass_sm90):
+    pytest.importorskip("torch")
+    import cutlass_cppgen.backend.gemm_operation as gemm_operation
+
+    from mpsearch.backends.cutlass import runtime
+
+    original = gemm_operation.get_tile_scheduler_arguments_3x
+    with runtime._scheduler_arguments((8, 2)):
+        args = gemm_operation.get_tile_scheduler_arguments_3x(cutlass_sm90.TileSchedulerType.Default)
+        assert (args.max_swizzle_size, args.raster_order_option) == (8, 2)
+    assert gemm_operation.get_tile_scheduler_arguments_3x is original
+    assert original(cutlass_sm90.TileSchedulerType.Default).max_swizzle_size == 1
 
 
 @pytest.mark.slow  # CUTLASS's option registry for sm_90 takes 10-20 s to build (once per module)

@@ -274,7 +274,15 @@ class CutlassBackend(LatencyBackend):
     def _same_candidates(self, record: dict[str, Any]) -> bool:
         """A stored choice stands only if it was made among today's candidates (the list may change)."""
         tried = {t for t in record.get("candidates", {}) if "(fused" not in t}
-        return tried == {s.tile for s in self.candidate_specs(record["in_fmt"], record["kernel_out"])}
+        return tried == set(self._candidate_labels(record["in_fmt"], record["kernel_out"]))
+
+    def _candidates(self, in_fmt: str, kernel_out: str) -> list[tuple[catalog.KernelSpec, Any]]:
+        """Every (kernel, scheduler schedule) pair tuning tries for this format pair."""
+        cc = catalog.kernel_cc(in_fmt, self.arch)
+        return [(spec, schedule) for spec in self.candidate_specs(in_fmt, kernel_out) for schedule in catalog.schedules(cc)]
+
+    def _candidate_labels(self, in_fmt: str, kernel_out: str) -> list[str]:
+        return [catalog.candidate_label(spec.tile, sched) for spec, sched in self._candidates(in_fmt, kernel_out)]
 
     def _loadable(self, record: dict[str, Any]) -> bool:
         spec = catalog.KernelSpec(record["in_fmt"], record["kernel_out"], record["tile"])
@@ -324,33 +332,34 @@ class CutlassBackend(LatencyBackend):
             expected = rt.round_into(expected, out_fmt)
         candidates: dict[str, dict[str, Any]] = {}
         best = None
-        for spec in specs:
+        for spec, schedule in self._candidates(in_fmt, kernel_out):
+            label = catalog.candidate_label(spec.tile, schedule)
             if spec.key not in self._kernels:
-                candidates[spec.tile] = {"error": "compile failed: " + self._compile_failed.get(spec.key, "?")[:200]}
+                candidates[label] = {"error": "compile failed: " + self._compile_failed.get(spec.key, "?")[:200]}
                 continue
-            gemm = self._kernels[spec.key].launcher(a, w, d, m, n, k, alpha)
+            gemm = self._kernels[spec.key].launcher(a, w, d, m, n, k, alpha, schedule)
             launch = gemm if conv_launch is None else _chain(gemm, conv_launch)
             _poison(d)
             if final is not d:
                 _poison(final)
-            what = f"{in_fmt}->{kernel_out} kernel {spec.tile} on {m}x{n}x{k}"
+            what = f"{in_fmt}->{kernel_out} kernel {label} on {m}x{n}x{k}"
             self._trace(f"  checking {what}")
             try:
                 launch()
-            except Exception as err:  # a launch error (e.g. too much shared memory) disqualifies the tile
-                candidates[spec.tile] = {"error": f"launch failed: {err}"[:200]}
+            except Exception as err:  # a launch error (e.g. too much shared memory) disqualifies it
+                candidates[label] = {"error": f"launch failed: {err}"[:200]}
                 continue
             rt.sync(what)
             ok, rel, reason = rt.check_output(rt.to_float64(final, out_fmt), out_fmt, expected, in_fmt)
             if not ok:
-                candidates[spec.tile] = {"error": f"check failed: {reason}", "check_rel_err": rel}
+                candidates[label] = {"error": f"check failed: {reason}", "check_rel_err": rel}
                 continue
             samples = self._timer.time(launch, what=what)
             entry = _stats(samples) | {"check_rel_err": rel}
             self._trace(f"    {entry['median_ms']:.4f} ms, err {rel:.2e}")
-            candidates[spec.tile] = entry
+            candidates[label] = entry
             if best is None or entry["median_ms"] < best[1]["median_ms"]:
-                best = (spec, entry, samples)
+                best = ((spec, schedule, label), entry, samples)
         del expected
         if best is None and kernel_out not in ("fp16", "bf16"):
             # No epilogue writing out_fmt passed: fall back to an fp16 epilogue and a separate
@@ -361,10 +370,11 @@ class CutlassBackend(LatencyBackend):
         if best is None:
             reasons = "; ".join(f"{t}: {c['error']}" for t, c in candidates.items())
             raise KernelCheckError(f"no {in_fmt}->{out_fmt} kernel for {m}x{n}x{k} passed its float64 check: {reasons}")
-        spec, entry, samples = best
-        kernel = spec.tile + (f" + separate {conv_name}" if conv_name else "")
-        return _record(op, kernel, samples, entry["check_rel_err"], tile=spec.tile, in_fmt=in_fmt,
-                       kernel_out=kernel_out, candidates=candidates)
+        (spec, schedule, label), entry, samples = best
+        kernel = label + (f" + separate {conv_name}" if conv_name else "")
+        record = _record(op, kernel, samples, entry["check_rel_err"], tile=spec.tile, in_fmt=in_fmt,
+                         kernel_out=kernel_out, candidates=candidates)
+        return record | {"schedule": list(schedule) if schedule else None, "candidate": label}
 
     # --- whole networks ------------------------------------------------------------------------
 
@@ -374,13 +384,14 @@ class CutlassBackend(LatencyBackend):
         self._ensure_kernels([spec])
         w = self._pool.get("W", op.fmt, op.n, op.k)
         alpha = self._rt.gemm_alpha(op.fmt, op.out_fmt, op.k)
+        schedule = record.get("schedule")
         if record["kernel_out"] == op.out_fmt:
-            return [self._kernels[spec.key].launcher(a, w, out, op.m, op.n, op.k, alpha)]
+            return [self._kernels[spec.key].launcher(a, w, out, op.m, op.n, op.k, alpha, schedule)]
         from mpsearch.backends.cutlass import convert
 
         tmp = self._pool.empty(role + ".tmp", record["kernel_out"], op.m, op.n)
         conv, _ = convert.make_converter(tmp, out, op.out_fmt, 1.0)
-        return [self._kernels[spec.key].launcher(a, w, tmp, op.m, op.n, op.k, alpha), conv]
+        return [self._kernels[spec.key].launcher(a, w, tmp, op.m, op.n, op.k, alpha, schedule), conv]
 
     def _network_launches(self, network: Network, formats: list[str]) -> list[Callable[[], None]]:
         """Every kernel of one forward pass, in order, reading and writing the network's buffers."""

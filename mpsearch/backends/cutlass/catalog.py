@@ -65,6 +65,25 @@ _SM80_PATTERNS = (
 
 DEFAULT_TILES = 8  # candidates per kernel type: the issue asks for at least 8
 
+# Run-time variants of each sm_90 tile: the persistent tile scheduler's swizzle (how many tiles along
+# one dimension it groups, for L2 reuse) and raster order (0 heuristic, 1 along M, 2 along N).
+# cutlass_cppgen always passes swizzle 1 / heuristic; they are launch arguments, so trying them
+# costs timing, not compiling. sm_80 kernels fix their swizzle at compile time: one variant.
+SCHEDULES_SM90 = ((1, 0), (2, 0), (4, 0), (8, 0), (4, 1), (4, 2))
+_RASTER = {0: "heuristic", 1: "along M", 2: "along N"}
+
+
+def schedules(cc: int) -> tuple[tuple[int, int] | None, ...]:
+    return SCHEDULES_SM90 if cc >= 90 else (None,)
+
+
+def candidate_label(tile: str, schedule: tuple[int, int] | None) -> str:
+    """A tuning candidate's description: the tile, and its swizzle and raster order if chosen."""
+    if schedule is None:
+        return tile
+    swizzle, raster = schedule
+    return f"{tile} swizzle {swizzle} raster {_RASTER[raster]}"
+
 
 @dataclass(frozen=True)
 class KernelSpec:
