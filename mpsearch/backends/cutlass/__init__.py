@@ -9,8 +9,10 @@ How a configuration is measured (``CutlassBackend.measure``):
    (emulated on Hopper, reported so); int4 outputs and the fp16→format conversions of unchained
    networks are a separate single-pass Triton kernel, included in the timing.
 2. Tuning, once per GEMM shape and format pair and device (stored in ``tuning.json``): every
-   candidate tile (``catalog``; >= 8 per sm_90 format) is compiled (in parallel, cached), checked
-   once against a float64 reference (a kernel that fails is never timed) and timed; the fastest wins.
+   candidate tile (``catalog``; 8 per format on sm_90, 4 for int4's sm_80 kernels) is compiled (in
+   parallel, cached); on sm_90 each is also tried with several tile-scheduler swizzles and raster
+   orders (launch arguments). Each candidate is checked against a float64 reference (one that fails
+   is never timed) and timed; the fastest wins and is stored with every candidate's timings.
 3. The network runs end to end, every kernel back to back on one stream, timed with CUDA events
    after a warm-up, with the L2 flushed before each repeat; all samples are kept.
 

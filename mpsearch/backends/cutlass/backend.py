@@ -171,13 +171,7 @@ class CutlassBackend(LatencyBackend):
                 raise UnsupportedConfigError(f"format {fmt} cannot run on {self.device} (sm_{self.arch}); remove it from the menu")
         ops = network.ops(formats)
         records = {_op_key(op): self.tune(op) for op in ops}
-        launches = self._network_launches(network, formats)
-
-        def run_network() -> None:
-            for launch in launches:
-                launch()
-
-        samples = self._timer.time(run_network, what=f"network {network.name} {','.join(formats)}")
+        samples = self._time_network(network, formats)
         per_layer: dict[str, float] = {}
         kernels: dict[str, str] = {}
         errors: dict[str, float] = {}
@@ -426,14 +420,17 @@ class CutlassBackend(LatencyBackend):
         return launches
 
     def time_network(self, network: Network, config: Config, repeats: int | None = None) -> list[float]:
-        """End-to-end samples only (every op must already be tuned): used to record many configs."""
-        launches = self._network_launches(network, list(config.formats))
+        """End-to-end samples only (ops are tuned first if they are not): used to record many configs."""
+        return self._time_network(network, list(config.formats), repeats)
+
+    def _time_network(self, network: Network, formats: list[str], repeats: int | None = None) -> list[float]:
+        launches = self._network_launches(network, formats)
 
         def run_network() -> None:
             for launch in launches:
                 launch()
 
-        return self._timer.time(run_network, repeats=repeats, what=f"network {network.name} {config.key}")
+        return self._timer.time(run_network, repeats=repeats, what=f"network {network.name} {','.join(formats)}")
 
 
 def _supported(fmt: str, arch: int) -> bool:
