@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 from mpsearch import __version__
@@ -108,6 +107,11 @@ class CutlassBackend(LatencyBackend):
         self.device = torch.cuda.get_device_name(0)
         major, minor = torch.cuda.get_device_capability(0)
         self.arch = major * 10 + minor
+        if not any(_supported(f, self.arch) for f in catalog.ELEMENT):
+            raise BackendUnavailableError(
+                f"--backend cutlass has no kernels for {self.device} (sm_{self.arch}); it needs sm_80 or newer: "
+                "use --backend roofline or replay"
+            )
         from mpsearch.backends.cutlass.shim import import_cutlass
 
         self._cutlass = import_cutlass(self.cache_dir, device_cc=self.arch)
@@ -284,7 +288,7 @@ class CutlassBackend(LatencyBackend):
         return spec.key in self._kernels
 
     def _tune_convert(self, op: Op) -> dict[str, Any]:
-        rt, torch = self._rt, self._torch
+        rt = self._rt
         src = self._pool.get("x", "fp16", op.m, op.k)
         dst = self._pool.empty("conv", op.out_fmt, op.m, op.k)
         scale = rt.FORMAT_STD[op.out_fmt] / rt.FORMAT_STD["fp16"]
@@ -302,7 +306,7 @@ class CutlassBackend(LatencyBackend):
         return _record(op, name, samples, rel, tile="", in_fmt="fp16", kernel_out=op.out_fmt, candidates={})
 
     def _tune_gemm(self, op: Op, separate: bool = False) -> dict[str, Any]:
-        rt, torch = self._rt, self._torch
+        rt = self._rt
         m, n, k, in_fmt, out_fmt = op.m, op.n, op.k, op.fmt, op.out_fmt
         kernel_out = "fp16" if separate else catalog.fused_output(in_fmt, out_fmt)
         specs = self.candidate_specs(in_fmt, kernel_out)
