@@ -422,3 +422,18 @@ def test_bench_with_cutlass_and_no_gpu_fails_in_one_line(cli):
     out = cli("bench", "mlp6", "--config", "fp16,fp16,fp16,fp16,fp16,fp16", "--backend", "cutlass")
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and "cutlass" in out.stderr
+
+
+def test_misaligned_shapes_are_refused_before_any_kernel_runs():
+    from mpsearch.backends.cutlass.catalog import check_alignment
+    from mpsearch.errors import UnsupportedConfigError
+    from mpsearch.network import Op
+
+    check_alignment(Op("gemm", "ok", 16, 64, 64, "int8", "fp16"))  # 16-byte multiples: runs
+    with pytest.raises(UnsupportedConfigError, match="k=72 is not a multiple of 32"):
+        check_alignment(Op("gemm", "fc1", 16, 64, 72, "int4", "fp16"))
+    with pytest.raises(UnsupportedConfigError, match=r"layer fc2 \(int8 in, fp16 out\) has k=40, n=64; .*k a multiple of 16"):
+        check_alignment(Op("gemm", "fc2", 16, 64, 40, "int8", "fp16"))
+    with pytest.raises(UnsupportedConfigError, match="n a multiple of 16"):
+        check_alignment(Op("gemm", "fc3", 16, 24, 64, "fp16", "int8"))
+    check_alignment(Op("convert", "q", 16, 0, 7, "fp16", "int8"))  # conversions have no such rule

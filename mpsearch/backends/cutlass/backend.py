@@ -174,6 +174,8 @@ class CutlassBackend(LatencyBackend):
             if fmt not in self._caps.formats:
                 raise UnsupportedConfigError(f"format {fmt} cannot run on {self.device} (sm_{self.arch}); remove it from the menu")
         ops = network.ops(formats)
+        for op in ops:
+            catalog.check_alignment(op)  # before any kernel runs: a misaligned shape is infeasible, not a crash
         records = {_op_key(op): self.tune(op) for op in ops}
         samples = self._time_network(network, formats)
         per_layer: dict[str, float] = {}

@@ -230,3 +230,22 @@ def build_operation(cutlass_cppgen: Any, spec: KernelSpec, arch: int) -> Any:
         arch=plan.current_cc, tile_description=td, A=a, B=b, C=c,
         epilogue_functor=epilogue, swizzling_functor=plan._swizzling_functor,
     )
+
+
+def check_alignment(op: Any) -> None:
+    """UnsupportedConfigError if the GEMM ``op`` (a :class:`mpsearch.network.Op`) has a shape the
+    catalog's kernels cannot run: they load 16-byte vectors along K for A and B and along N for D,
+    so K must be a multiple of 128/bits of the input format and N of the output format."""
+    from mpsearch.formats import check_k_alignment
+
+    if op.kind != "gemm":
+        return
+    check_k_alignment(op.layer, op.k, op.fmt)  # the shared rule (no kernel anywhere), same message
+    k_multiple = get_format(op.fmt).alignment
+    n_multiple = get_format(op.out_fmt).alignment
+    if op.k % k_multiple or op.n % n_multiple:
+        raise UnsupportedConfigError(
+            f"layer {op.layer} ({op.fmt} in, {op.out_fmt} out) has k={op.k}, n={op.n}; the CUTLASS kernels need "
+            f"k a multiple of {k_multiple} and n a multiple of {n_multiple} (16-byte vector loads): pad the layer "
+            f"or keep it out of {op.fmt}"
+        )
