@@ -2,6 +2,7 @@
 
     python benchmarks/search_quality/summarize.py benchmarks/results/search_quality_X.csv
     # writes search_quality_X.md (table) and search_quality_X.png (plot) beside it
+    python benchmarks/search_quality/summarize.py --merge OUT.csv A.csv B.csv   # runs made apart
 
 Table: median (over seeds) of the hypervolume found as a fraction of the true front's at each
 budget, with the worst seed; median number of distinct measured configurations to reach 95 %, 99 %
@@ -124,7 +125,25 @@ def plot(df: pd.DataFrame, meta: dict[str, str], out: Path) -> None:
     plt.close(fig)
 
 
+def merge(paths: list[Path], out: Path) -> None:
+    """One CSV from runs of the same benchmark made in several processes (e.g. GP apart, as it is
+    slow); refuses runs whose ground truth or reference point differ."""
+    metas, frames = zip(*(read(p) for p in paths))
+    for p, m in zip(paths[1:], metas[1:]):
+        for key in ("network", "menu", "source", "reference", "true_hv"):
+            if m.get(key) != metas[0].get(key):
+                raise SystemExit(f"{p}: {key} is {m.get(key)!r}, not {metas[0].get(key)!r} as in {paths[0]}: not one benchmark")
+    with out.open("w") as fh:
+        for k, v in metas[0].items():
+            fh.write(f"# {k}: {v}\n")
+        pd.concat(frames).to_csv(fh, index=False)
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) >= 3 and argv[0] == "--merge":
+        # summarize.py --merge OUT.csv A.csv B.csv ...
+        merge([Path(a) for a in argv[2:]], Path(argv[1]))
+        argv = [argv[1]]
     if len(argv) != 1:
         print(__doc__)
         return 2
