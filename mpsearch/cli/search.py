@@ -13,14 +13,22 @@ DEFAULT_OBJECTIVES = ["latency", "capacity"]
 ENUMERATE_LIMIT = 5000
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``, with a message naming the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = int_at_least(1)
 
 
 def _positive_float(text: str) -> float:
@@ -209,14 +217,26 @@ def _budget(args: argparse.Namespace) -> Any:
 
 # --- commands ---------------------------------------------------------------------------------
 
-def run_search_command(args: argparse.Namespace) -> int:
+def _run_and_report(args: argparse.Namespace, study: Any, setup: Setup, budget: Any, storage_url: str) -> int:
+    """Run the search loop on ``study`` in this process, then print the outcome and the front."""
+    from mpsearch.cli.worker import coordinator_from_args, run_guarded
     from mpsearch.search.run import run_search
-    from mpsearch.search.samplers import build_sampler
-    from mpsearch.search.storage import default_storage_url, open_storage
-    from mpsearch.search.study import create_study, new_spec
 
-    from mpsearch.cli.worker import coordinator_from_args, run_guarded, run_local_workers
-    from mpsearch.search.storage import STUDIES_DIR, check_parallel
+    try:
+        outcome = run_guarded(storage_url, lambda: run_search(
+            study, setup.space, setup.objectives, budget, progress=not args.no_progress,
+            device=setup.backend.capabilities.device, coordinator=coordinator_from_args(args)))
+    finally:
+        setup.backend.close()
+    _print_outcome(study, outcome, storage_url)
+    return 0
+
+
+def run_search_command(args: argparse.Namespace) -> int:
+    from mpsearch.cli.worker import run_local_workers
+    from mpsearch.search.samplers import build_sampler
+    from mpsearch.search.storage import STUDIES_DIR, check_parallel, default_storage_url, open_storage
+    from mpsearch.search.study import create_study, new_spec
 
     if args.workers < 0:
         raise InvalidSpecError(f"--workers must be an integer >= 0, got {args.workers}")
@@ -248,19 +268,11 @@ def run_search_command(args: argparse.Namespace) -> int:
           f"{', '.join(f'{o.name} ({o.direction})' for o in setup.objectives)}, sampler {args.sampler}")
     if args.workers != 1:
         return run_local_workers(args, study, setup, storage_url)
-    try:
-        outcome = run_guarded(storage_url, lambda: run_search(
-            study, setup.space, setup.objectives, budget, progress=not args.no_progress,
-            device=setup.backend.capabilities.device, coordinator=coordinator_from_args(args)))
-    finally:
-        setup.backend.close()
-    _print_outcome(study, outcome, storage_url)
-    return 0
+    return _run_and_report(args, study, setup, budget, storage_url)
 
 
 def run_resume_command(args: argparse.Namespace) -> int:
     from mpsearch.network import Network
-    from mpsearch.search.run import run_search
     from mpsearch.search.samplers import build_sampler
     from mpsearch.search.storage import default_storage_url, open_storage
     from mpsearch.search.study import check_resume, load_study, new_spec
@@ -287,16 +299,7 @@ def run_resume_command(args: argparse.Namespace) -> int:
                                exact=setup.exact_objectives(), settings=stored.sampler)
     study.sampler = sampler
     print(f"resuming study {args.name}: {len(study.trials)} trials stored, sampler {sampler_name}")
-    from mpsearch.cli.worker import coordinator_from_args, run_guarded
-
-    try:
-        outcome = run_guarded(storage_url, lambda: run_search(
-            study, setup.space, setup.objectives, budget, progress=not args.no_progress,
-            device=setup.backend.capabilities.device, coordinator=coordinator_from_args(args)))
-    finally:
-        setup.backend.close()
-    _print_outcome(study, outcome, storage_url)
-    return 0
+    return _run_and_report(args, study, setup, budget, storage_url)
 
 
 def run_enumerate_command(args: argparse.Namespace) -> int:

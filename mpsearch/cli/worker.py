@@ -21,16 +21,6 @@ from typing import Any
 from mpsearch.errors import InvalidSpecError, MpsearchError, StudyMismatchError
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def add_coordination_args(p: argparse.ArgumentParser) -> None:
     """Heartbeat, sweep and plug-in timeout options (search, resume and worker share them)."""
     from mpsearch.cli.search import _positive_float
@@ -54,7 +44,7 @@ def coordinator_from_args(args: argparse.Namespace, *, index: int | None = None,
 
 
 def register(sub: Any) -> None:
-    from mpsearch.cli.search import _add_backend_args, _positive_float, _positive_int
+    from mpsearch.cli.search import _add_backend_args, _positive_float, _positive_int, int_at_least
 
     p = sub.add_parser(
         "worker", help="join a stored study and measure until its budget is spent",
@@ -67,7 +57,7 @@ def register(sub: Any) -> None:
     p.add_argument("name", help="study name")
     p.add_argument("--storage", required=True,
                    help="the study's storage: journal:FILE (one host), postgresql://... or redis://... (several hosts)")
-    p.add_argument("--worker-index", type=_nonneg_int, default=0,
+    p.add_argument("--worker-index", type=int_at_least(0), default=0,
                    help="this worker's number (its sampler seed is the study's seed + this; default: %(default)s)")
     p.add_argument("--trials", type=_positive_int, help="at most this many measurements by this worker")
     p.add_argument("--timeout", type=_positive_float, help="stop after this many seconds")
