@@ -36,7 +36,7 @@ def add_trial(study, config, *, state="COMPLETE", repeat_of=None, infeasible=Fal
     values = None
     if state == "COMPLETE":
         values = [fake_latency(config), float(capacity(NET, config))]
-        attrs.update({"latency_source": "model", "latency_device": device})
+        attrs.update({"latency_source": "model", "latency_device": device, "latency_detail": "made-up test model"})
         if infeasible:
             values = [0.01, 1e9]  # better than anything: only its infeasibility keeps it off the front
     else:
@@ -168,13 +168,14 @@ def test_cli_writes_the_report_files_with_every_trial_and_the_front(searched, st
     out = tmp_path / "rep"
     assert main(["report", "search", "--storage", storage, "--out", str(out), "--html-js", "cdn"]) == 0
     printed = capsys.readouterr().out
-    assert "Pareto front" in printed and "hypervolume =" in printed and "modelled for Test GPU" in printed
+    assert "Pareto front" in printed and "hypervolume =" in printed and "modelled for Test GPU (made-up test model)" in printed
 
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["trial"]) == [t.number for t in searched.trials]
     assert list(trials["state"]) == [t.state.name for t in searched.trials]
     assert json.loads((out / "trials.json").read_text()) and len(json.loads((out / "trials.json").read_text())) == len(searched.trials)
     front = pd.read_csv(out / "front.csv")
+    assert set(front["latency_detail"]) == {"made-up test model"} and set(front["latency_source"]) == {"model"}
     assert sorted(front["config"]) == sorted(brute_force_front(feasible_rows(searched)))
     assert set(trials.loc[trials["on_front"], "trial"]) == set(front["trial"])
     summary = json.loads((out / "summary.json").read_text())
@@ -199,7 +200,7 @@ def test_several_studies_are_overlaid_in_one_comparison_plot(searched, storage, 
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     html = (out / "compare.html").read_text()
     for name in ("search", "second"):  # one front trace per study, labelled with its menu, sampler, origin
-        assert re.search(rf'"name":"{name} \[fp16,fp8,int8; random; modelled for Test GPU\]: front \(\d+\)"', html)
+        assert re.search(rf'"name":"{name} \[fp16,fp8,int8; random; modelled for Test GPU \(made-up test model\)\]: front \(\d+\)"', html)
     assert (out / "search" / "trials.csv").exists() and (out / "second" / "trials.csv").exists()
 
 

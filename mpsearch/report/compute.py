@@ -172,7 +172,9 @@ class StudyReport:
         if not pairs:
             src, dev = self.spec.backend.get("source", "?"), self.spec.device
             return f"{SOURCE_WORDS.get(src, src)} {dev} (from the study spec; trials record no origin)"
-        return "; ".join(f"{SOURCE_WORDS.get(s, s)} {d}" for s, d in pairs)
+        details = sorted({d for d in done["latency_detail"] if d})
+        how = f" ({'; '.join(details)})" if len(details) == 1 else ""  # several: see the CSV's column
+        return "; ".join(f"{SOURCE_WORDS.get(s, s)} {d}" for s, d in pairs) + how
 
     def summary(self) -> dict[str, Any]:
         """The report's numbers, JSON-able."""
@@ -257,11 +259,14 @@ def compute_report(ref: StudyRef, *, exhaustive: StudyRef | None | bool = True,
         raise InvalidSpecError(f"study {ref.name}: layer {clash!r} has an objective's name; the report cannot tell them apart")
 
     trials = _with_layers(trials_frame(study), layers)
+    # How each latency was obtained ("end-to-end recording", "sum of recorded per-op latencies", ...).
+    detail = {t.number: t.user_attrs.get("latency_detail", "") for t in study.get_trials(deepcopy=False)}
+    trials["latency_detail"] = trials["trial"].map(detail)
     x = "latency" if "latency" in objectives else objectives[0]
     # Where each front latency came from, next to the number (it is a column of trials too).
-    front = pareto_frame(study).merge(trials[["trial", "device"]], on="trial", how="left")
+    front = pareto_frame(study).merge(trials[["trial", "device", "latency_detail"]], on="trial", how="left")
     front = front.sort_values([x, "trial"]).reset_index(drop=True)
-    front = front[["trial", *objectives, "latency_source", "device", "config", *layers]]
+    front = front[["trial", *objectives, "latency_source", "device", "latency_detail", "config", *layers]]
     trials["on_front"] = trials["trial"].isin(set(front["trial"]))
 
     point, stored_now = ensure_reference_point(study, spec, objectives, directions)
