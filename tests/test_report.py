@@ -199,8 +199,9 @@ def test_several_studies_are_overlaid_in_one_comparison_plot(searched, storage, 
     assert main(["report", "search", "second", "--storage", storage, "--out", str(out), "--html-js", "cdn"]) == 0
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     html = (out / "compare.html").read_text()
-    for name in ("search", "second"):  # one front trace per study, labelled with its menu, sampler, origin
-        assert re.search(rf'"name":"{name} \[fp16,fp8,int8; random; modelled for Test GPU \(made-up test model\)\]: front \(\d+\)"', html)
+    for name in ("search", "second"):  # one front trace per study, labelled with its menu and sampler
+        assert re.search(rf'"name":"{name} \[fp16,fp8,int8; random\]: front \(\d+\)"', html)
+    assert "latency (ms, modelled for Test GPU (made-up test model))" in html  # the shared origin, once
     assert (out / "search" / "trials.csv").exists() and (out / "second" / "trials.csv").exists()
 
 

@@ -214,9 +214,10 @@ def render_comparison_png(reports: Sequence[StudyReport], path: Path, y: str | N
     for i, r in enumerate(reports):
         # Fronts of several studies share points: later ones get smaller, different markers, so
         # a point found by all of them shows every study's marker nested in the others.
-        _plot_study(ax, r, x, y, STUDY_COLOURS[i % len(STUDY_COLOURS)], _study_label(r), faint=True,
+        _plot_study(ax, r, x, y, STUDY_COLOURS[i % len(STUDY_COLOURS)],
+                    _study_label(r, with_origin=_shared_origin(reports) is None), faint=True,
                     marker="osD^v<>p"[i % 8], size=max(70 * 0.62 ** i, 8))
-    ax.set_xlabel(f"{x} (ms)" if x == "latency" else x)
+    ax.set_xlabel(_comparison_xlabel(reports, x))
     ax.set_ylabel(axis_label(reports[0], y))
     ax.set_title(_comparison_title(reports), fontsize=10)
     ax.grid(True, alpha=0.3)
@@ -232,18 +233,33 @@ def render_comparison_html(reports: Sequence[StudyReport], path: Path, y: str | 
     y = _y_of(reports[0], y)
     fig = go.Figure()
     for i, r in enumerate(reports):
-        _plotly_study(fig, r, x, y, STUDY_COLOURS[i % len(STUDY_COLOURS)], _study_label(r), faint=True)
+        _plotly_study(fig, r, x, y, STUDY_COLOURS[i % len(STUDY_COLOURS)],
+                      _study_label(r, with_origin=_shared_origin(reports) is None), faint=True)
     fig.update_layout(title=_comparison_title(reports).replace("\n", "<br>"),
-                      xaxis_title=f"{x} (ms)" if x == "latency" else x, yaxis_title=axis_label(reports[0], y),
+                      xaxis_title=_comparison_xlabel(reports, x), yaxis_title=axis_label(reports[0], y),
                       template="plotly_white")
     fig.write_html(path, include_plotlyjs=plotlyjs)
     return path
 
 
-def _study_label(r: StudyReport) -> str:
+def _study_label(r: StudyReport, with_origin: bool = True) -> str:
     hv = f", {r.exhaustive.percent:.1f}% of exhaustive HV" if r.exhaustive else ""
     sampler = "exhaustive" if r.spec.exhaustive else (r.spec.sampler or {}).get("name", "?")
-    return f"{r.name} [{','.join(map(short, r.spec.menu))}; {sampler}; {r.latency_origin}{hv}]"
+    origin = f"; {r.latency_origin}" if with_origin else ""
+    return f"{r.name} [{','.join(map(short, r.spec.menu))}; {sampler}{origin}{hv}]"
+
+
+def _shared_origin(reports: Sequence[StudyReport]) -> str | None:
+    """The latency origin when every study shares it (said once, on the axis), else None (per label)."""
+    origins = {r.latency_origin for r in reports}
+    return origins.pop() if len(origins) == 1 else None
+
+
+def _comparison_xlabel(reports: Sequence[StudyReport], x: str) -> str:
+    if x != "latency":
+        return x
+    shared = _shared_origin(reports)
+    return f"latency (ms, {shared})" if shared else "latency (ms)"
 
 
 def summary_renderables(report: StudyReport, max_layer_columns: int = 12) -> list[Any]:
