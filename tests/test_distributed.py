@@ -313,8 +313,11 @@ def test_the_multi_gpu_script_runs_a_study_with_workers_and_writes_the_per_worke
     import json
 
     out = tmp_path / "result"
+    # Each measurement sleeps 0.3 s (tests.fakes.slow_capacity), so neither worker can spend the whole
+    # budget before the other has started: both must show up in the summary.
     env = {**os.environ, "PYTHONPATH": str(REPO), "BACKEND": "roofline", "TRIALS": "10", "WORKERS": "2",
-           "PYTHON": sys.executable, "STUDY": "mg"}
+           "PYTHON": sys.executable, "STUDY": "mg", "MPSEARCH_FAKE_SLEEP_S": "0.3",
+           "EXTRA": " ".join(OBJECTIVES)}
     r = subprocess.run(["bash", str(REPO / "benchmarks/multi_gpu/run.sh"), str(out)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
