@@ -11,7 +11,9 @@ already in the study, so a seeded random sampler does not replay its first propo
   almost entirely on its random first generation).
 - ``random``: RandomSampler.
 - ``gp``: GPSampler (needs torch and scipy).
-- ``layerwise``: mpsearch's layer-additive Bayesian sampler (:mod:`mpsearch.search.layerwise`).
+- ``layerwise``: mpsearch's layer-additive Bayesian sampler
+  (:mod:`mpsearch.search.layerwise`); fewest measurements to the front in
+  ``benchmarks/results/search_quality_*``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def build_sampler(
             import torch  # noqa: F401  (GPSampler imports it lazily and fails late without it)
             import scipy  # noqa: F401
         except ImportError as err:
-            raise UnsupportedConfigError(f"sampler gp needs {err.name}: pip install torch scipy, or pick --sampler tpe") from None
+            raise UnsupportedConfigError(f"sampler gp needs {err.name}: pip install 'mpsearch[gp]', or pick --sampler layerwise") from None
         params = {"n_startup_trials": 10, **given}
         sampler = optuna.samplers.GPSampler(seed=seed, **params)
     elif name == "layerwise":
