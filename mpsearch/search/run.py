@@ -24,9 +24,7 @@ from typing import Any, Callable, Sequence
 from mpsearch.errors import MpsearchError, UnsupportedConfigError
 from mpsearch.objectives import Objective, check_objective_value
 from mpsearch.search.record import CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, REPEAT_ATTR, STOP_ATTR
-from mpsearch.search.workers import (  # noqa: F401  (worker_id: kept importable from here)
-    COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator, worker_id,
-)
+from mpsearch.search.workers import COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator
 from mpsearch.space import SearchSpace
 
 MAX_REPEATS_IN_A_ROW = 200

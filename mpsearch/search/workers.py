@@ -75,7 +75,7 @@ class Heartbeat:
     def __init__(self, trial: Any, interval_s: float):
         self.trial, self.interval_s = trial, interval_s
         self._stop = threading.Event()
-        self.beats = 0
+        self.beats = self.missed = 0
         self._beat()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial.number}", daemon=True)
         self._thread.start()
@@ -84,8 +84,8 @@ class Heartbeat:
         try:
             self.trial.set_user_attr(HEARTBEAT_ATTR, time.time())
             self.beats += 1
-        except Exception:  # noqa: BLE001 - see the class docstring
-            pass
+        except Exception:  # noqa: BLE001 - see the class docstring: retried at the next beat
+            self.missed += 1
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
