@@ -45,52 +45,69 @@ def _td(shape, cluster, kernel, epilogue, scheduler):
                            tile_scheduler=f"TileSchedulerType.{scheduler}")
 
 
-def test_a_tile_key_describes_shape_cluster_and_schedules():
-    td = _td((256, 128, 64), (2, 1), "TmaWarpSpecializedCooperative", "TmaWarpSpecializedCooperative", "Default")
-    assert catalog.tile_key(td, 90) == "256x128x64 c2x1 TmaWarpSpecializedCooperative TmaWarpSpecializedCooperative Default"
+def test_an_sm80_tile_key_describes_shape_warps_and_stages():
     sm80 = SimpleNamespace(threadblock_shape=[128, 256, 128], warp_count=[2, 4, 1], stages=3)
     assert catalog.tile_key(sm80, 80) == "128x256x128 w2x4x1 s3"
 
 
-SM90_KEYS = [
-    "256x128x64 c2x1 TmaWarpSpecializedCooperative TmaWarpSpecializedCooperative Default",
-    "128x256x64 c1x2 TmaWarpSpecializedCooperative TmaWarpSpecializedCooperative Default",
-    "128x256x64 c1x2 TmaWarpSpecializedPingpong NoSmemWarpSpecialized Default",
-    "64x256x64 c1x2 TmaWarpSpecializedPingpong NoSmemWarpSpecialized Default",
-    "128x128x64 c1x2 TmaWarpSpecializedCooperative TmaWarpSpecializedCooperative StreamK",
-    "128x128x64 c2x1 TmaWarpSpecializedCooperative TmaWarpSpecializedCooperative Default",
-    "128x256x64 c2x1 TmaWarpSpecializedCooperative NoSmemWarpSpecialized Default",
-    "128x128x64 c2x1 TmaWarpSpecializedPingpong TmaWarpSpecialized Default",
-]
+def test_an_sm90_tile_key_names_every_design_choice_and_parses_back():
+    tile = catalog.Sm90Tile(catalog.COOPERATIVE, (256, 128), (2, 1), catalog.DIRECT_EPILOGUE, stages=4, fast_accum=True)
+    key = tile.key(128)
+    assert key == "cooperative 256x128x128 c2x1 direct-epilogue 4-stage fast-accum"
+    assert catalog.Sm90Tile.parse(key) == (tile, 128)
+    plain = catalog.Sm90Tile(catalog.PINGPONG, (64, 128), (1, 2))
+    assert plain.key(64) == "pingpong 64x128x64 c1x2 tma-epilogue"
+    assert catalog.Sm90Tile.parse(plain.key(64)) == (plain, 64)
+    with pytest.raises(ValueError):
+        catalog.Sm90Tile.parse("256x128x64 c2x1 TmaWarpSpecializedCooperative TmaWarpSpecializedCooperative Default")
 
 
-def test_tile_selection_does_not_depend_on_the_registry_order():
-    first = catalog.select_tiles(SM90_KEYS, "fp16", 90)
+def test_designs_cutlass_cannot_build_are_never_offered():
+    assert not catalog.Sm90Tile(catalog.COOPERATIVE, (64, 128), (1, 1)).valid()  # two warp groups need >= 128 rows
+    assert not catalog.Sm90Tile(catalog.PINGPONG, (128, 256), (1, 1)).valid()  # accumulators exceed the registers
+    for designs in (catalog.STAGE1, catalog.SWEEP):
+        assert all(d.valid() for d in designs) and len(set(designs)) == len(designs)
+    assert set(catalog.STAGE1) <= set(catalog.SWEEP)
+
+
+def test_the_local_search_steps_one_choice_away_from_the_winner():
+    winner = catalog.STAGE1[0]
+    steps = catalog.neighbours(winner)
+    assert len(steps) == catalog.LOCAL_SEARCH and winner not in steps
+    for step in steps:
+        assert step.valid()
+        changed = [f for f in ("schedule", "cta", "cluster", "epilogue", "stages") if getattr(step, f) != getattr(winner, f)]
+        assert len(changed) == 1
+    assert steps[0].cluster == (winner.cluster[1], winner.cluster[0])  # the likeliest step first
+    assert len(catalog.neighbours(winner, limit=2)) == 2
+
+
+def test_fp8_candidates_accumulate_fast_unless_asked_not_to_and_other_formats_never_do():
+    fast = catalog.candidate_specs(None, "fp8_e4m3", "fp16", 90)
+    slow = catalog.candidate_specs(None, "fp8_e4m3", "fp16", 90, fast_accum=False)
+    assert all(s.tile.endswith("fast-accum") for s in fast) and not any("fast-accum" in s.tile for s in slow)
+    assert [s.tile.split()[1] for s in fast] == [f"{m}x{n}x128" for m, n in (d.cta for d in catalog.STAGE1)]
+    assert not any("fast-accum" in s.tile for s in catalog.candidate_specs(None, "int8", "int8", 90))
+    assert [s.tile.split()[1] for s in catalog.candidate_specs(None, "bf16", "bf16", 90)][0].endswith("x64")
+
+
+SM80_KEYS = ["128x256x128 w2x4x1 s3", "256x128x128 w4x2x1 s3", "128x128x128 w2x2x1 s5", "64x64x128 w2x2x1 s6",
+             "128x128x256 w2x2x1 s3", "64x128x128 w2x2x1 s6"]
+
+
+def test_sm80_tile_selection_does_not_depend_on_the_registry_order():
+    first = catalog.select_tiles(SM80_KEYS, "int4", 80)
+    assert first[:2] == ["128x256x128 w2x4x1 s3", "256x128x128 w4x2x1 s3"] and "64x64x128 w2x2x1 s6" not in first
     for seed in range(5):
-        shuffled = SM90_KEYS[:]
+        shuffled = SM80_KEYS[:]
         random.Random(seed).shuffle(shuffled)
-        assert catalog.select_tiles(shuffled, "fp16", 90) == first
-
-
-def test_tile_selection_leaves_out_stream_k_and_tiles_nvcc_rejects():
-    chosen = catalog.select_tiles(SM90_KEYS, "fp16", 90)
-    assert chosen and len(set(chosen)) == len(chosen)
-    assert not any("StreamK" in k for k in chosen)  # hangs on a second launch through cutlass_cppgen
-    assert "128x128x64 c2x1 TmaWarpSpecializedCooperative TmaWarpSpecializedCooperative Default" not in chosen
-    assert "128x256x64 c2x1 TmaWarpSpecializedCooperative NoSmemWarpSpecialized Default" not in chosen
-    assert catalog.select_tiles(SM90_KEYS, "fp16", 90, limit=2) == chosen[:2]
-
-
-def test_fp8_prefers_the_fast_accumulating_schedule():
-    keys = ["256x128x128 c2x1 TmaWarpSpecializedCooperative TmaWarpSpecializedCooperative Default",
-            "256x128x128 c2x1 TmaWarpSpecializedCooperativeFP8FastAccum TmaWarpSpecializedCooperative Default"]
-    assert catalog.select_tiles(keys, "fp8_e4m3", 90) == [keys[1]]
-    assert catalog.select_tiles(keys[:1], "fp8_e4m3", 90) == keys[:1]
+        assert catalog.select_tiles(shuffled, "int4", 80) == first
+    assert catalog.select_tiles(SM80_KEYS, "int4", 80, limit=2) == first[:2]
 
 
 def test_a_kernel_spec_key_names_formats_and_tile():
-    spec = catalog.KernelSpec("int8", "fp8_e4m3", "128x256x128 c1x2 A B Default")
-    assert spec.key == "int8->fp8_e4m3 128x256x128 c1x2 A B Default"
+    spec = catalog.KernelSpec("int8", "fp8_e4m3", "cooperative 128x256x128 c1x2 tma-epilogue")
+    assert spec.key == "int8->fp8_e4m3 cooperative 128x256x128 c1x2 tma-epilogue"
 
 
 def test_sm90_tiles_are_also_tried_with_other_swizzles_and_raster_orders():
@@ -181,7 +198,9 @@ class _FakeOp:
 
 def _store(cache_dir: Path, key: str) -> None:
     """Put a kernel row into a cache laid out as cutlass_cppgen's ArtifactManager lays it out."""
-    with sqlite3.connect(cache_dir / "compiled_cache.db") as conn:
+    from mpsearch.backends.cutlass.shim import CACHE_DB
+
+    with sqlite3.connect(cache_dir / CACHE_DB) as conn:
         conn.execute("CREATE TABLE compiled_operations(op_key TEXT NOT NULL UNIQUE, cubin BLOB NOT NULL, "
                      "hostbin BLOB NOT NULL, op_name TEXT NOT NULL, op_attrs TEXT NOT NULL)")
         conn.execute("INSERT INTO compiled_operations VALUES (?, ?, ?, ?, ?)", (key, b"", b"", "k", "[0]"))
@@ -240,11 +259,11 @@ def test_importing_cutlass_writes_nothing_in_the_current_directory(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-2000:]
     cache_file, loader_module, tiles = out.stdout.split()
-    assert cache_file == str((tmp_path / "cache" / "compiled_cache.db").resolve())
+    assert cache_file == str((tmp_path / "cache" / "compiled_cache.release.db").resolve())
     assert loader_module == "mpsearch.backends.cutlass.shim"
     assert int(tiles) > 8
     assert list(work.iterdir()) == []
-    assert (tmp_path / "cache" / "compiled_cache.db").exists()
+    assert (tmp_path / "cache" / "compiled_cache.db").exists()  # cutlass_cppgen creates its default file at import
 
 
 @pytest.fixture(scope="module")
@@ -258,12 +277,22 @@ def cutlass_sm90(tmp_path_factory):
 
 @pytest.mark.slow  # CUTLASS's option registry for sm_90 takes 10-20 s to build (once per module)
 @pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e4m3", "int8"])
-def test_every_hopper_format_gets_8_distinct_candidate_tiles(cutlass_sm90, fmt):
-    specs = catalog.candidate_specs(cutlass_sm90, fmt, "fp16", 90)
-    tiles = [s.tile for s in specs]
-    assert len(tiles) == 8 == len(set(tiles))
-    registry = catalog.registry_tiles(cutlass_sm90, fmt, 90)
-    assert all(t in registry for t in tiles)
+def test_a_designed_hopper_kernel_gets_the_cta_tile_cluster_and_schedules_asked_for(cutlass_sm90, fmt):
+    specs = catalog.candidate_specs(cutlass_sm90, fmt, "fp16", 90, designs=catalog.SWEEP)
+    assert len(specs) == len(catalog.SWEEP)
+    names = set()
+    for spec in specs:
+        op = catalog.build_operation(cutlass_sm90, spec, 90)
+        tile, depth = catalog.Sm90Tile.parse(spec.tile)
+        td = op.tile_description
+        assert td.blackwell_threadblock_shape == [*tile.cta, depth]  # what the emitted kernel's CTA computes
+        assert list(td.cluster_shape[:2]) == list(tile.cluster) and td.stages == tile.stages
+        name = op.procedural_name()
+        assert ("cooperative" in name) == (tile.schedule == catalog.COOPERATIVE)
+        assert ("fastaccum" in name) == tile.fast_accum
+        assert ("epi_nosmem" in name) == (tile.epilogue == catalog.DIRECT_EPILOGUE)
+        names.add(name)
+    assert len(names) == len(specs)  # every design is a distinct kernel
 
 
 @pytest.mark.slow  # CUTLASS's option registry for sm_90 takes 10-20 s to build (once per module)

@@ -2,7 +2,7 @@
 
 The directory is, in order: the ``cache_dir`` argument (``--cache-dir``), ``$MPSEARCH_CACHE_DIR``,
 ``$XDG_CACHE_HOME/mpsearch/cutlass``, ``~/.cache/mpsearch/cutlass``; never the current directory.
-It holds cutlass_cppgen's ``compiled_cache.db`` (one row per kernel, ~1 MB each), ``failed.json``
+It holds cutlass_cppgen's kernel table ``compiled_cache.release.db`` (one row per kernel, ~0.5 MB each), ``failed.json``
 (kernels nvcc rejected) and ``tuning.json`` (per device: the tile chosen for each GEMM shape and
 format pair, with every candidate's timings and check error).
 """

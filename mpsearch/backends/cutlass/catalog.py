@@ -1,9 +1,19 @@
 """Which CUTLASS kernels mpsearch builds: formats to CUTLASS types, candidate tiles, kernel keys.
 
-A *kernel* is one (input format, output format, tile); it serves every shape. A *tile* is named by
-its description (threadblock shape, cluster, kernel schedule, epilogue schedule, tile scheduler;
-stages and warp layout for sm_80 kernels), never by its position in CUTLASS's registry, whose order
-changes between processes.
+A *kernel* is one (input format, output format, tile); it serves every shape. A *tile* is a kernel
+design named by a stable description, never by its position in CUTLASS's registry, whose order
+changes between processes:
+
+- sm_90 (Hopper): :class:`Sm90Tile`, built directly (not picked from the registry, which offers
+  neither 256-row CTA tiles nor explicit stage counts): kernel schedule (cooperative or ping-pong),
+  the output tile one CTA computes, the cluster, the epilogue (TMA store through shared memory, or
+  direct stores), the pipeline stages, and for fp8 whether accumulation is promoted to fp32 only at
+  the end of each k-block ("fast accumulation", cuBLAS's fast fp8 path) or every few MMAs.
+- sm_80 (int4 on Hopper, everything on Ampere): registry tiles (threadblock shape, warps, stages).
+
+Tuning is two-stage: every op tries the :data:`STAGE1` designs; the ops that carry most of a
+network's time then also try the :func:`neighbours` of their winner (another cluster, epilogue,
+stage count or schedule). ``SWEEP`` is the wide family list the kernel benchmark explores.
 
 Everything here but :func:`build_operation` is plain data and runs without CUTLASS or a GPU.
 """
@@ -26,32 +36,8 @@ ACCUMULATOR = {"fp16": "f32", "bf16": "f32", "fp8_e4m3": "f32", "int8": "s32", "
 # GEMM that feeds an int4 layer writes fp16 and a separate conversion kernel packs int4.
 EPILOGUE_OUTPUTS = ("fp16", "bf16", "fp8_e4m3", "int8")
 
-# Candidate tiles, in the order they are tried when trimming, as patterns over tile keys. Each
-# pattern picks the first registry tile whose key matches; patterns that match nothing on a
-# format are skipped. The list covers large cooperative tiles (big GEMMs), ping-pong and 64-row
-# tiles (thin GEMMs), stream-K (few tiles, long K) and both cluster orientations.
-_SM90_PATTERNS = (
-    r"^256x128x\d+ c2x1 TmaWarpSpecializedCooperative(FP8FastAccum)? TmaWarpSpecializedCooperative Default$",
-    r"^128x256x\d+ c1x2 TmaWarpSpecializedCooperative(FP8FastAccum)? TmaWarpSpecializedCooperative Default$",
-    r"^256x256x\d+ c2x1 TmaWarpSpecializedCooperative(FP8FastAccum)? TmaWarpSpecializedCooperative Default$",
-    r"^128x256x\d+ c1x2 TmaWarpSpecializedCooperative(FP8FastAccum)? NoSmemWarpSpecialized Default$",
-    r"^128x128x\d+ c2x1 TmaWarpSpecializedPingpong(FP8FastAccum)? TmaWarpSpecialized Default$",
-    r"^128x256x\d+ c1x2 TmaWarpSpecializedPingpong(FP8FastAccum)? NoSmemWarpSpecialized Default$",
-    r"^64x256x\d+ c1x2 TmaWarpSpecializedPingpong(FP8FastAccum)? NoSmemWarpSpecialized Default$",
-    r"^64x128x\d+ c1x2 TmaWarpSpecializedPingpong(FP8FastAccum)? NoSmemWarpSpecialized Default$",
-    r"^128x256x\d+ c1x1 CpAsyncWarpSpecializedCooperative NoSmemWarpSpecialized Default$",
-    r"^128x128x\d+ c1x2 TmaWarpSpecializedPingpong(FP8FastAccum)? TmaWarpSpecialized Default$",
-)
-# Not offered: tiles whose M per CTA would fall below what the schedule needs. With a cluster of 2
-# along M, cutlass_cppgen's tile is the cluster's, each CTA gets half the rows, and nvcc rejects a
-# cooperative kernel under 128 rows per CTA and the no-smem epilogue with a split M tile ("Cooperative
-# kernel requires Tile Size to be greater than or equal to 128 along the M-dimension", "Tile_M must
-# be a multiple of 64"; seen on sm_90a, nvcc 13.0, CUTLASS 4.2). Nor the stream-K tile scheduler: cutlass_cppgen zeroes its workspace once,
-# when the arguments are made, but stream-K's reduction flags must be reset before every launch, so
-# a second launch of the same arguments can wait forever (a tuning run hung on an H100 there).
-# fp8 uses the fast-accumulating schedules (promotion to fp32 every k-block, not every 4): what
-# cuBLAS's fast fp8 path does too; the correctness check bounds the error (≤ 5e-2).
-_FP8_FAST = "FP8FastAccum"
+# sm_80 candidate tiles (int4's emulated kernels on Hopper, every format on Ampere), in the order
+# they are tried when trimming, as patterns over CUTLASS registry keys.
 _SM80_PATTERNS = (
     r"^128x256x128 w2x4x1 s3$",
     r"^256x128x128 w4x2x1 s3$",
@@ -63,7 +49,7 @@ _SM80_PATTERNS = (
     r"^64x256x128 w1x4x1 s4$",
 )
 
-DEFAULT_TILES = 8  # candidates per kernel type: the issue asks for at least 8
+DEFAULT_TILES = 8  # candidates per sm_80 kernel type
 
 # Run-time variants of each sm_90 tile: the persistent tile scheduler's swizzle (how many tiles along
 # one dimension it groups, for L2 reuse) and raster order (0 heuristic, 1 along M, 2 along N).
@@ -83,6 +69,125 @@ def candidate_label(tile: str, schedule: tuple[int, int] | None) -> str:
         return tile
     swizzle, raster = schedule
     return f"{tile} swizzle {swizzle} raster {_RASTER[raster]}"
+
+
+# --- sm_90 kernel designs ---------------------------------------------------------------------------
+
+COOPERATIVE, PINGPONG = "cooperative", "pingpong"
+TMA_EPILOGUE, DIRECT_EPILOGUE = "tma-epilogue", "direct-epilogue"
+FAST_ACCUM = "fast-accum"
+_SM90_KEY = re.compile(
+    r"^(?P<schedule>cooperative|pingpong) (?P<m>\d+)x(?P<n>\d+)x(?P<k>\d+) c(?P<cm>\d)x(?P<cn>\d) "
+    r"(?P<epilogue>tma-epilogue|direct-epilogue)(?: (?P<stages>\d+)-stage)?(?P<fast> fast-accum)?$"
+)
+
+
+@dataclass(frozen=True)
+class Sm90Tile:
+    """One Hopper kernel design (see the module docstring). ``cta`` is the (rows, cols) output tile
+    of one CTA; ``stages`` 0 means as many as shared memory holds after the epilogue's share."""
+
+    schedule: str
+    cta: tuple[int, int]
+    cluster: tuple[int, int]
+    epilogue: str = TMA_EPILOGUE
+    stages: int = 0
+    fast_accum: bool = False
+
+    def key(self, k_tile: int) -> str:
+        """e.g. ``cooperative 256x128x64 c2x1 tma-epilogue`` or ``... 4-stage fast-accum``."""
+        m, n = self.cta
+        text = f"{self.schedule} {m}x{n}x{k_tile} c{self.cluster[0]}x{self.cluster[1]} {self.epilogue}"
+        if self.stages:
+            text += f" {self.stages}-stage"
+        return text + (f" {FAST_ACCUM}" if self.fast_accum else "")
+
+    @classmethod
+    def parse(cls, key: str) -> tuple["Sm90Tile", int]:
+        """(tile, k_tile) from :meth:`key`'s text; ValueError for anything else."""
+        match = _SM90_KEY.match(key)
+        if not match:
+            raise ValueError(f"not an sm_90 tile key: {key!r}")
+        g = match.groupdict()
+        tile = cls(g["schedule"], (int(g["m"]), int(g["n"])), (int(g["cm"]), int(g["cn"])), g["epilogue"],
+                   int(g["stages"] or 0), bool(g["fast"]))
+        return tile, int(g["k"])
+
+    def valid(self) -> bool:
+        """Designs CUTLASS's builders accept: a cooperative CTA splits its rows over two warp groups
+        (>= 128 rows); a ping-pong CTA gives each warp group the whole tile (<= 128 rows, and at most
+        128x256 fp32 accumulators would not fit in registers: <= 64x256 or 128x128)."""
+        m, n = self.cta
+        if self.schedule == COOPERATIVE:
+            return m >= 128 and m * n <= 256 * 128
+        return m <= 128 and m * n <= 128 * 128 and n <= 256
+
+    def replace(self, **changes: Any) -> "Sm90Tile":
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+def k_tile(fmt: str) -> int:
+    """The K depth of one pipeline stage: 64 elements of 16-bit formats, 128 of 8-bit ones (128 bytes
+    either way, one TMA box row)."""
+    return 64 if get_format(fmt).bits >= 16 else 128
+
+
+# Stage 1: every op tries these. Chosen from the kernel benchmark's sweep on an H200 (see
+# benchmarks/results): large cooperative tiles for the big GEMMs, a smaller one and a ping-pong tile
+# for thin or short ones.
+STAGE1 = (
+    Sm90Tile(COOPERATIVE, (256, 128), (2, 1)),
+    Sm90Tile(COOPERATIVE, (128, 256), (1, 2)),
+    Sm90Tile(COOPERATIVE, (128, 256), (2, 1)),
+    Sm90Tile(COOPERATIVE, (128, 128), (2, 1)),
+    Sm90Tile(PINGPONG, (64, 128), (1, 2)),
+)
+CLUSTERS = ((1, 1), (2, 1), (1, 2), (2, 2))
+LOCAL_SEARCH = 4  # stage-2 candidates per winner
+
+
+def neighbours(tile: Sm90Tile, limit: int = LOCAL_SEARCH) -> list[Sm90Tile]:
+    """Stage 2: designs one step from ``tile``, the likeliest first: the cluster turned, a 2x2 cluster,
+    the other epilogue, no cluster, explicit stage counts, the other schedule on a tile both run."""
+    flipped = (tile.cluster[1], tile.cluster[0])
+    steps = [
+        tile.replace(cluster=flipped),
+        tile.replace(cluster=(2, 2)),
+        tile.replace(epilogue=DIRECT_EPILOGUE if tile.epilogue == TMA_EPILOGUE else TMA_EPILOGUE),
+        tile.replace(cluster=(1, 1)),
+        tile.replace(stages=4),
+        tile.replace(stages=3),
+        tile.replace(schedule=PINGPONG if tile.schedule == COOPERATIVE else COOPERATIVE),
+    ]
+    out: list[Sm90Tile] = []
+    for step in steps:
+        if step != tile and step.valid() and step not in out:
+            out.append(step)
+    return out[:limit]
+
+
+def _sweep() -> tuple[Sm90Tile, ...]:
+    big = ((256, 128), (128, 256), (128, 128))
+    designs = [Sm90Tile(COOPERATIVE, cta, cl) for cta in big for cl in ((1, 1), (2, 1), (1, 2))]
+    designs.append(Sm90Tile(COOPERATIVE, (256, 128), (2, 2)))
+    designs += [Sm90Tile(COOPERATIVE, (256, 128), (2, 1), DIRECT_EPILOGUE),
+                Sm90Tile(COOPERATIVE, (128, 256), (1, 2), DIRECT_EPILOGUE)]
+    designs += [Sm90Tile(PINGPONG, (64, 128), (1, 2)), Sm90Tile(PINGPONG, (128, 128), (1, 1)),
+                Sm90Tile(PINGPONG, (64, 256), (1, 1))]
+    designs += [Sm90Tile(COOPERATIVE, (256, 128), (2, 1), stages=st) for st in (3, 4)]
+    designs += [d for d in STAGE1 if d not in designs]
+    return tuple(d for d in designs if d.valid())
+
+
+SWEEP = _sweep()  # the kernel benchmark's families (17 designs per format)
+
+
+def sm90_tiles(fmt: str, designs: tuple[Sm90Tile, ...] | list[Sm90Tile], fast_accum: bool = True) -> list[str]:
+    """Tile keys of ``designs`` for input format ``fmt`` (fp8: with or without fast accumulation)."""
+    fast = fast_accum and fmt == "fp8_e4m3"
+    return [d.replace(fast_accum=fast).key(k_tile(fmt)) for d in designs]
 
 
 @dataclass(frozen=True)
@@ -130,18 +235,14 @@ def tile_key(td: Any, cc: int) -> str:
 
 
 def select_tiles(keys: list[str], fmt: str, cc: int, limit: int = DEFAULT_TILES) -> list[str]:
-    """Up to ``limit`` distinct keys from ``keys``, chosen by the candidate patterns in their order.
-
-    Deterministic whatever the order of ``keys`` (the registry's order is not stable)."""
-    patterns = _SM90_PATTERNS if cc >= 90 else _SM80_PATTERNS
+    """Up to ``limit`` distinct sm_80 registry keys from ``keys``, chosen by the candidate patterns in
+    their order. Deterministic whatever the order of ``keys`` (the registry's order is not stable)."""
+    if cc >= 90:
+        raise ValueError("sm_90 tiles are designed (Sm90Tile), not selected from the registry")
     available = sorted(set(keys))
     chosen: list[str] = []
-    for pattern in patterns:
+    for pattern in _SM80_PATTERNS:
         matches = [k for k in available if re.search(pattern, k) and k not in chosen]
-        if fmt == "fp8_e4m3" and cc >= 90:
-            # Prefer the fast-accumulating schedule when both exist; fall back to the plain one.
-            fast = [k for k in matches if _FP8_FAST in k]
-            matches = fast or matches
         if matches:
             chosen.append(matches[0])
         if len(chosen) == limit:
@@ -193,11 +294,47 @@ def registry_tiles(cutlass_cppgen: Any, in_fmt: str, arch: int) -> dict[str, Any
     return out
 
 
-def candidate_specs(cutlass_cppgen: Any, in_fmt: str, out_fmt: str, arch: int, limit: int = DEFAULT_TILES) -> list[KernelSpec]:
+def candidate_specs(cutlass_cppgen: Any, in_fmt: str, out_fmt: str, arch: int, limit: int = DEFAULT_TILES, *,
+                    designs: tuple[Sm90Tile, ...] | list[Sm90Tile] = STAGE1, fast_accum: bool = True) -> list[KernelSpec]:
+    """The kernels to try for ``in_fmt -> out_fmt``: sm_90 ``designs`` (fp8 with or without fast
+    accumulation), or up to ``limit`` sm_80 registry tiles (``cutlass_cppgen`` is needed only for those)."""
     check_pair(in_fmt, out_fmt, arch)
+    cc = kernel_cc(in_fmt, arch)
+    if cc >= 90:
+        return [KernelSpec(in_fmt, out_fmt, key) for key in sm90_tiles(in_fmt, designs, fast_accum)]
     tiles = registry_tiles(cutlass_cppgen, in_fmt, arch)
-    keys = select_tiles(list(tiles), in_fmt, kernel_cc(in_fmt, arch), limit)
+    keys = select_tiles(list(tiles), in_fmt, cc, limit)
     return [KernelSpec(in_fmt, out_fmt, k) for k in keys]
+
+
+def _sm90_description(cutlass_cppgen: Any, in_fmt: str, key: str, arch: int) -> Any:
+    """CUTLASS's TileDescription for an :class:`Sm90Tile` key (math instruction from the registry)."""
+    from cutlass_cppgen.backend.library import TileDescription
+    from cutlass_library import EpilogueScheduleType, KernelScheduleType, TileSchedulerType
+
+    try:
+        tile, depth = Sm90Tile.parse(key)
+    except ValueError:
+        raise UnsupportedConfigError(f"no tile {key!r} for {in_fmt} on sm_{arch}: sm_90 tiles are named like "
+                                     f"{STAGE1[0].key(k_tile(in_fmt))!r}") from None
+    if tile.fast_accum and in_fmt != "fp8_e4m3":
+        raise UnsupportedConfigError(f"tile {key!r}: fast accumulation exists for fp8 only, not {in_fmt}")
+    kernel_name = "TmaWarpSpecialized" + ("Cooperative" if tile.schedule == COOPERATIVE else "Pingpong")
+    kernel_name += "FP8FastAccum" if tile.fast_accum else ""
+    if tile.epilogue == DIRECT_EPILOGUE:
+        epilogue_name = "NoSmemWarpSpecialized"
+    else:
+        epilogue_name = "TmaWarpSpecializedCooperative" if tile.schedule == COOPERATIVE else "TmaWarpSpecialized"
+    proto = next(iter(_plan(cutlass_cppgen, in_fmt, arch).tile_descriptions()))
+    (m, n), (cm, cn) = tile.cta, tile.cluster
+    # cutlass_cppgen describes a cluster's tile and divides it by the cluster shape to get the CTA's.
+    return TileDescription(
+        threadblock_shape=[m * cm, n * cn, depth], stages=tile.stages, warp_count=list(proto.warp_count),
+        math_instruction=proto.math_instruction, cluster_shape=[cm, cn, 1],
+        kernel_schedule=getattr(KernelScheduleType, kernel_name),
+        epilogue_schedule=getattr(EpilogueScheduleType, epilogue_name),
+        tile_scheduler=TileSchedulerType.Default,
+    )
 
 
 def build_operation(cutlass_cppgen: Any, spec: KernelSpec, arch: int) -> Any:
@@ -213,10 +350,13 @@ def build_operation(cutlass_cppgen: Any, spec: KernelSpec, arch: int) -> Any:
     dt = cutlass_cppgen.DataType
     layout = cutlass_cppgen.LayoutType
     plan = _plan(cutlass_cppgen, spec.in_fmt, arch)
-    tiles = registry_tiles(cutlass_cppgen, spec.in_fmt, arch)
-    if spec.tile not in tiles:
-        raise UnsupportedConfigError(f"CUTLASS offers no tile {spec.tile!r} for {spec.in_fmt} on sm_{arch}")
-    td = tiles[spec.tile]
+    if kernel_cc(spec.in_fmt, arch) >= 90:
+        td = _sm90_description(cutlass_cppgen, spec.in_fmt, spec.tile, arch)
+    else:
+        tiles = registry_tiles(cutlass_cppgen, spec.in_fmt, arch)
+        if spec.tile not in tiles:
+            raise UnsupportedConfigError(f"CUTLASS offers no tile {spec.tile!r} for {spec.in_fmt} on sm_{arch}")
+        td = tiles[spec.tile]
     element, acc = _types(cutlass_cppgen, spec.in_fmt)
     out_element = getattr(dt, ELEMENT[spec.out_fmt])
     bits = {"f16": 16, "bf16": 16, "e4m3": 8, "s8": 8, "s4": 4}

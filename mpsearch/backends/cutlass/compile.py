@@ -10,6 +10,7 @@ rerun does not try them again.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -27,6 +28,8 @@ from typing import Any, Callable
 from mpsearch.backends.cutlass.shim import CACHE_DB
 
 FAILED_FILE = "failed.json"
+# Preprocessor definitions of every kernel build (see _flags); a change here needs a new CACHE_DB name.
+BUILD_DEFINES = ("-DNDEBUG",)
 _BACKEND = "nvcc"  # cutlass_cppgen's default compiler backend; part of its cache key
 
 
@@ -39,13 +42,18 @@ def short_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def _connect(cache_dir: Path) -> sqlite3.Connection:
+    """cutlass_cppgen's kernel table (created here too: it creates it only in the file it finds at import)."""
+    conn = sqlite3.connect(Path(cache_dir) / CACHE_DB, timeout=60)
+    conn.execute("CREATE TABLE IF NOT EXISTS compiled_operations(op_key TEXT NOT NULL UNIQUE, cubin BLOB NOT NULL, "
+                 "hostbin BLOB NOT NULL, op_name TEXT NOT NULL, op_attrs TEXT NOT NULL)")
+    return conn
+
+
 def cached_keys(cache_dir: Path) -> set[str]:
-    db = Path(cache_dir) / CACHE_DB
-    if not db.exists():
+    if not (Path(cache_dir) / CACHE_DB).exists():
         return set()
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS compiled_operations(op_key TEXT NOT NULL UNIQUE, cubin BLOB NOT NULL, "
-                     "hostbin BLOB NOT NULL, op_name TEXT NOT NULL, op_attrs TEXT NOT NULL)")
+    with contextlib.closing(_connect(cache_dir)) as conn:
         return {row[0] for row in conn.execute("SELECT op_key FROM compiled_operations")}
 
 
@@ -98,10 +106,15 @@ def _flags(cutlass_cppgen: Any, arch: int) -> list[str]:
     cuda = cuda_install_path()
     includes = [f"{cuda}/include", f"{CUTLASS_PATH}/include", f"{CUTLASS_PATH}/tools/util/include",
                 f"{CUTLASS_PATH}/python/cutlass/cpp/include"]
-    # Same flags as cutlass_cppgen's nvcc backend; sm_90 needs the 'a' target for wgmma/TMA.
-    flags = ["-std=c++17", "--expt-relaxed-constexpr", "-Xcudafe", "--diag_suppress=esa_on_defaulted_function_ignored"]
+    # cutlass_cppgen's nvcc flags, plus NDEBUG: without it CUTLASS's device-side asserts stay in, and
+    # on sm_90 the call they make splits the wgmma pipeline (ptxas warns "wgmma.mma_async
+    # instructions are serialized"), which costs the mainloop its overlap. One explicit target
+    # (sm_90 needs the 'a' variant for wgmma/TMA) instead of -arch, which also builds generic PTX.
+    flags = ["-std=c++17", "--expt-relaxed-constexpr", "-Xcudafe", "--diag_suppress=esa_on_defaulted_function_ignored",
+             *BUILD_DEFINES]
     flags += [f"--include-path={p}" for p in includes]
-    flags.append(f"-arch=sm_{arch}{'a' if arch >= 90 else ''}")
+    target = f"{arch}{'a' if arch >= 90 else ''}"
+    flags.append(f"-gencode=arch=compute_{target},code=sm_{target}")
     return flags
 
 
@@ -120,8 +133,11 @@ def _compile_one(build: Path, device_src: str, host_src: str, flags: list[str], 
         return cubin.read_bytes(), None
     (build / "host.cu").write_text(host_src)
     host_so = build / "host.so"
+    # The host stub only computes parameter blocks and grid shapes (CUDA runtime calls, no driver
+    # calls), so it links libcudart alone and builds on a machine without a GPU driver; stripped, it
+    # is a third smaller in the cache.
     _run([_nvcc(), "-x", "cu", "-Xcompiler=-fpermissive", "-Xcompiler=-w", "-Xcompiler=-fPIC", *flags,
-          "-shared", "-o", str(host_so), str(build / "host.cu"), "-lcudart", "-lcuda"])
+          "-shared", "-Xlinker=--strip-all", "-o", str(host_so), str(build / "host.cu"), "-lcudart"])
     return cubin.read_bytes(), host_so
 
 
@@ -133,14 +149,14 @@ def _run(cmd: list[str]) -> None:
 
 
 def _insert(cache_dir: Path, key: str, operation: Any, cubin: bytes, host_so: Path) -> None:
-    """Store a compiled kernel the way ``ArtifactManager.add_module`` does (needs the CUDA driver
-    library to be loadable, i.e. a GPU host: the host stub links libcuda)."""
+    """Store a compiled kernel the way ``ArtifactManager.add_module`` does (loading the host stub
+    needs libcudart, not a GPU: a cache can be built on a CPU machine with the CUDA toolkit)."""
     rt = operation.rt_module
     lib = ctypes.CDLL(str(host_so))
     param_size = getattr(lib, rt.name() + "_get_param_size")()
     attrs: list[Any] = [param_size]
     attrs += list(getattr(rt, "extra_funcs", {}) or {})
-    with sqlite3.connect(Path(cache_dir) / CACHE_DB, timeout=60) as conn:
+    with contextlib.closing(_connect(cache_dir)) as conn, conn:
         conn.execute("INSERT OR IGNORE INTO compiled_operations (op_key, cubin, hostbin, op_name, op_attrs) VALUES (?, ?, ?, ?, ?)",
                      (key, cubin, host_so.read_bytes(), rt.name(), json.dumps(attrs)))
 

@@ -27,7 +27,9 @@ from typing import Iterator
 
 from mpsearch.errors import BackendUnavailableError
 
-CACHE_DB = "compiled_cache.db"
+# cutlass_cppgen keys a kernel by its source, not by the compiler flags; kernels built with other
+# flags (before NDEBUG, see compile.BUILD_DEFINES) live in another file so they are never reused.
+CACHE_DB = "compiled_cache.release.db"
 
 _LEGACY = {"cuda.cuda": "cuda.bindings.driver", "cuda.cudart": "cuda.bindings.runtime", "cuda.nvrtc": "cuda.bindings.nvrtc"}
 _lock = threading.Lock()
