@@ -72,9 +72,12 @@ def spec_differences(stored: StudySpec, requested: StudySpec) -> list[str]:
         diffs.append(
             f"objectives: stored {', '.join(f'{n}:{d}' for n, d, _ in so)}, requested {', '.join(f'{n}:{d}' for n, d, _ in ro)}"
         )
-    if stored.backend.get("source") != requested.backend.get("source"):
+    if (stored.backend.get("source"), stored.backend.get("backend")) != (requested.backend.get("source"),
+                                                                         requested.backend.get("backend")):
         diffs.append(f"latency source: stored {stored.backend.get('source')} ({stored.backend.get('backend')}), "
                      f"requested {requested.backend.get('source')} ({requested.backend.get('backend')})")
+    elif stored.backend.get("regime") != requested.backend.get("regime"):
+        diffs.append(f"timing regime: stored {stored.backend.get('regime')}, requested {requested.backend.get('regime')}")
     if stored.device != requested.device:
         diffs.append(f"device: stored {stored.device}, requested {requested.device}")
     return diffs

@@ -1,0 +1,409 @@
+"""The timing protocol every GPU measurement uses (CUTLASS and PyTorch backends; tuning, per-op,
+end-to-end, ``bench``, ``enumerate``): a named regime, a steady state before sampling, an adaptive
+sample count, interleaving when candidates are compared, and telemetry beside the samples.
+
+Why a protocol and not "warm up 3, repeat 10": a GPU under load sits at its power cap, where the
+SM clock falls by a quarter within a tenth of a second and then keeps moving with the workload.
+Ten samples taken right after other work land in the boost state, the capped state, or both.
+
+Regimes:
+
+- ``sustained`` (default; what a serving GPU sees): run the configuration back to back until the
+  GPU is in a steady state (the medians of two consecutive windows of iterations agree within
+  ``steady_tol``, and so do their SM clocks where telemetry is there), for at least
+  ``warmup_min_s`` and at most ``warmup_cap_s``; then sample. A GPU coming from idle holds its
+  boost clock for about a tenth of a second before its power cap pulls the clock down, and that
+  plateau looks steady: so while telemetry shows no power cap, the steady state must also have
+  lasted ``uncapped_hold_s`` (a light workload that never reaches the cap is steady after that).
+- ``burst`` (short requests on an idle GPU): let the GPU idle for ``cool_s``, then sample back to
+  back for at most ``burst_window_s`` (the time the GPU takes to reach its cap), but at least
+  ``min_samples``.
+
+Sampling stops when the 95% confidence interval of the median is within ``±target_ci`` of it (an
+order-statistics interval, in the spirit of nvbench's convergence criterion), or at
+``max_samples``, or after ``sample_cap_s``; which one ended it is recorded. Every sample is kept.
+
+One sample: the L2 is flushed (a 256 MiB write), the launches run between two CUDA events, and a
+spin kernel before them holds the GPU for longer than the host needs to enqueue them, so the
+events time the GPU, not Python's launch overhead. Samples are queued in batches of about
+``batch_ms`` of GPU time and synchronised per batch; telemetry (SM and memory clock, power,
+temperature, clocks-event reasons) is read after each batch. Nothing here changes GPU settings.
+
+The protocol logic is pure Python over two small interfaces (:class:`GpuTimer` and
+:class:`~mpsearch.backends.telemetry.Telemetry`), so it is tested on CPU with fakes; only
+:class:`CudaEventTimer` touches CUDA, and imports torch when constructed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+from mpsearch.backends.telemetry import POWER_CAP_BIT, Telemetry
+from mpsearch.errors import InvalidSpecError, KernelCheckError
+
+SUSTAINED, BURST = "sustained", "burst"
+REGIMES = (SUSTAINED, BURST)
+
+CONVERGED, TIME_CAP, SAMPLE_CAP, BURST_WINDOW = "converged", "time cap", "sample cap", "burst window"
+ELIMINATED = "eliminated"
+
+
+@dataclass(frozen=True)
+class TimingProtocol:
+    """How one latency is measured. Defaults were chosen from the spread-vs-time trade-off measured
+    on an H200 (benchmarks/results/); see the module docstring for what each part does."""
+
+    regime: str = SUSTAINED
+    target_ci: float = 0.005
+    min_samples: int = 10
+    max_samples: int = 400
+    sample_cap_s: float = 1.0
+    warmup_min_s: float = 0.1
+    warmup_cap_s: float = 2.0
+    uncapped_hold_s: float = 0.3
+    steady_window_s: float = 0.05
+    steady_tol: float = 0.005
+    clock_tol: float = 0.01
+    cool_s: float = 1.0
+    burst_window_s: float = 0.08
+    batch_ms: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.regime not in REGIMES:
+            raise InvalidSpecError(f"timing regime must be one of {', '.join(REGIMES)}, got {self.regime!r}")
+        for name in ("target_ci", "sample_cap_s", "warmup_cap_s", "steady_window_s", "steady_tol", "clock_tol",
+                     "burst_window_s", "batch_ms"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise InvalidSpecError(f"timing protocol: {name} must be a number > 0, got {value!r}")
+        for name in ("warmup_min_s", "uncapped_hold_s", "cool_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise InvalidSpecError(f"timing protocol: {name} must be a number >= 0, got {value!r}")
+        if not 2 <= self.min_samples <= self.max_samples:
+            raise InvalidSpecError(
+                f"timing protocol: 2 <= min_samples <= max_samples must hold, got ({self.min_samples}, {self.max_samples})")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+_Z95 = 1.959964
+
+
+def median_ci(samples: list[float]) -> tuple[float, float]:
+    """A distribution-free 95% confidence interval of the median: the order statistics whose ranks
+    bound the binomial(n, 1/2) count (normal approximation), clipped to the sample."""
+    xs = sorted(samples)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("median_ci needs at least one sample")
+    half = _Z95 * math.sqrt(n) / 2
+    lo = max(0, math.floor(n / 2 - half) - 1)
+    hi = min(n - 1, math.ceil(n / 2 + half))
+    return xs[lo], xs[hi]
+
+
+def relative_ci_halfwidth(samples: list[float]) -> float:
+    """Half the width of :func:`median_ci`, relative to the median (inf for fewer than 2 samples)."""
+    if len(samples) < 2:
+        return math.inf
+    lo, hi = median_ci(samples)
+    return (hi - lo) / 2 / statistics.median(samples)
+
+
+@dataclass
+class _Iteration:
+    t: float  # seconds since the measurement began, when the batch holding it was read
+    ms: float
+    sm_mhz: int | None
+    power_capped: bool | None = None  # None: no telemetry
+
+
+def is_steady(history: list[_Iteration], window_s: float, tol: float, clock_tol: float) -> bool:
+    """True when the last two windows of ``window_s`` seconds each hold >= 3 iterations, their median
+    latencies agree within ``tol`` (and the newest three iterations with the last window within
+    2 ``tol``), and their median SM clocks (where read) within ``clock_tol``."""
+    if not history:
+        return False
+    now = history[-1].t
+    last = [it for it in history if it.t > now - window_s]
+    prev = [it for it in history if now - 2 * window_s < it.t <= now - window_s]
+    if len(last) < 3 or len(prev) < 3:
+        return False
+    a, b = statistics.median(it.ms for it in prev), statistics.median(it.ms for it in last)
+    if abs(b - a) > tol * b:
+        return False
+    # A change that began within the last window barely moves its median: the newest iterations
+    # must agree with it too.
+    newest = statistics.median(it.ms for it in last[-3:])
+    if abs(newest - b) > 2 * tol * b:
+        return False
+    clocks_a = [it.sm_mhz for it in prev if it.sm_mhz]
+    clocks_b = [it.sm_mhz for it in last if it.sm_mhz]
+    if clocks_a and clocks_b:
+        ca, cb = statistics.median(clocks_a), statistics.median(clocks_b)
+        if abs(cb - ca) > clock_tol * cb:
+            return False
+    return True
+
+
+# --- what the protocol needs from a GPU -----------------------------------------------------------
+
+class GpuTimer(Protocol):
+    def run_batch(self, launch: Callable[[], None], n: int, what: str) -> list[float]:
+        """``n`` samples of ``launch`` (ms each: L2 flushed, CUDA events around it), synchronised once."""
+
+    def idle(self, seconds: float) -> None:
+        """Wait for queued work, then leave the GPU idle for ``seconds``."""
+
+
+@dataclass
+class Measurement:
+    """The samples of one measured thing and how they were obtained."""
+
+    samples: list[float]
+    regime: str
+    stop: str
+    warmup: dict[str, Any]
+    telemetry: list[dict[str, Any]] = field(default_factory=list)
+    telemetry_absent: str = ""
+    seconds: float = 0.0
+    eliminated: bool = False  # an interleaved candidate dropped as clearly slower than the best
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def converged(self) -> bool:
+        return self.stop == CONVERGED
+
+    @property
+    def ci_ms(self) -> tuple[float, float]:
+        return median_ci(self.samples)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able record (samples excluded: they are stored beside it)."""
+        from mpsearch.backends.telemetry import summarize
+
+        lo, hi = self.ci_ms
+        out: dict[str, Any] = {
+            "regime": self.regime, "n_samples": len(self.samples), "median_ms": round(self.median_ms, 6),
+            "ci95_ms": [round(lo, 6), round(hi, 6)], "ci95_rel_halfwidth": round(relative_ci_halfwidth(self.samples), 6),
+            "stop": self.stop, "warmup": self.warmup, "seconds": round(self.seconds, 4),
+        }
+        if self.telemetry:
+            out["telemetry"] = summarize(self.telemetry)
+            out["telemetry_rows"] = self.telemetry
+        else:
+            out["telemetry"] = {"absent": self.telemetry_absent or "not read"}
+        if self.eliminated:
+            out["eliminated"] = True
+        return out
+
+
+def _batch_size(sample_ms: float, batch_ms: float, limit: int = 64) -> int:
+    return max(1, min(limit, round(batch_ms / max(sample_ms, 1e-6))))
+
+
+def _read(telemetry: Telemetry | None, after: int, t: float) -> dict[str, Any] | None:
+    reading = telemetry.read() if telemetry is not None else None
+    if reading is None:
+        return None
+    return {"after_sample": after, "t_s": round(t, 4), **reading.as_row()}
+
+
+def _absent(telemetry: Telemetry | None) -> str:
+    if telemetry is None:
+        return "no telemetry source"
+    return "" if telemetry.available else telemetry.why_absent
+
+
+def measure(launch: Callable[[], None], protocol: TimingProtocol, timer: GpuTimer, telemetry: Telemetry | None = None,
+            *, what: str = "a measurement", now: Callable[[], float] = time.monotonic) -> Measurement:
+    """Samples of ``launch`` under ``protocol`` (see the module docstring)."""
+    t0 = now()
+    probe = timer.run_batch(launch, 1, what)[0]
+    batch = _batch_size(probe, protocol.batch_ms)
+    warmup = _warm_up({"": launch}, {"": batch}, protocol, timer, telemetry, what, now, t0)
+    samples: list[float] = []
+    rows: list[dict[str, Any]] = []
+    start = now()
+    stop = ""
+    while not stop:
+        room = protocol.max_samples - len(samples)
+        samples += timer.run_batch(launch, min(batch, room), what)
+        t = now()
+        row = _read(telemetry, len(samples), t - t0)
+        if row:
+            rows.append(row)
+        stop = _stop_reason(samples, protocol, t - start)
+    return Measurement(samples, protocol.regime, stop, warmup, rows, _absent(telemetry), now() - t0)
+
+
+def _stop_reason(samples: list[float], protocol: TimingProtocol, elapsed: float) -> str:
+    n = len(samples)
+    if n >= protocol.min_samples and relative_ci_halfwidth(samples) <= protocol.target_ci:
+        return CONVERGED
+    if n >= protocol.max_samples:
+        return SAMPLE_CAP
+    if n >= protocol.min_samples and protocol.regime == BURST and elapsed >= protocol.burst_window_s:
+        return BURST_WINDOW
+    if n >= protocol.min_samples and elapsed >= protocol.sample_cap_s:
+        return TIME_CAP
+    return ""
+
+
+def _warm_up(launches: Mapping[str, Callable[[], None]], batches: Mapping[str, int], protocol: TimingProtocol,
+             timer: GpuTimer, telemetry: Telemetry | None, what: str, now: Callable[[], float], t0: float) -> dict[str, Any]:
+    """Bring the GPU to the regime's starting state; returns what it took (for the record).
+
+    With several launches (interleaved candidates), one iteration is one pass over all of them and
+    its latency is the pass's sum of per-launch medians."""
+    if protocol.regime == BURST:
+        timer.idle(protocol.cool_s)
+        return {"regime": BURST, "idle_s": protocol.cool_s}
+    history: list[_Iteration] = []
+    start = now()
+    steady = False
+    while True:
+        total = 0.0
+        for name, launch in launches.items():
+            total += statistics.median(timer.run_batch(launch, batches[name], what))
+        t = now()
+        reading = telemetry.read() if telemetry is not None else None
+        history.append(_Iteration(t - t0, total, reading.sm_mhz if reading else None,
+                                  bool(reading.throttle & POWER_CAP_BIT) if reading else None))
+        elapsed = t - start
+        settled = history[-1].power_capped is not False or elapsed >= protocol.uncapped_hold_s
+        if elapsed >= protocol.warmup_min_s and settled and is_steady(
+                history, protocol.steady_window_s, protocol.steady_tol, protocol.clock_tol):
+            steady = True
+            break
+        if elapsed >= protocol.warmup_cap_s:
+            break
+    return {"regime": SUSTAINED, "iterations": len(history), "seconds": round(now() - start, 4), "steady": steady}
+
+
+def measure_interleaved(launches: Mapping[str, Callable[[], None]], protocol: TimingProtocol, timer: GpuTimer,
+                        telemetry: Telemetry | None = None, *, race_margin: float | None = None,
+                        what: str = "candidates", now: Callable[[], float] = time.monotonic) -> dict[str, Measurement]:
+    """Samples of several launches taken round-robin (the order rotates each round), so drift in
+    clocks or temperature hits all of them alike. With ``race_margin``, once every candidate has
+    ``min_samples``, those whose median exceeds the best by more than that fraction stop being
+    sampled (their samples are kept, marked ``eliminated``). The time cap is ``sample_cap_s`` per
+    candidate."""
+    names = list(launches)
+    if not names:
+        return {}
+    t0 = now()
+    probes = {name: timer.run_batch(launches[name], 1, f"{what}: {name}")[0] for name in names}
+    # Short visits keep the interleaving fine-grained: about 1 ms of GPU time per candidate per round.
+    batches = {name: _batch_size(probes[name], 1.0, limit=16) for name in names}
+    warmup = _warm_up(launches, batches, protocol, timer, telemetry, what, now, t0)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    active = list(names)
+    stops: dict[str, str] = {}
+    rows: list[dict[str, Any]] = []
+    start = now()
+    rounds = 0
+    while active:
+        k = rounds % len(active)
+        for name in active[k:] + active[:k]:
+            samples[name] += timer.run_batch(launches[name], batches[name], f"{what}: {name}")
+        rounds += 1
+        t = now()
+        row = _read(telemetry, rounds, t - t0)
+        if row:
+            rows.append({"round": rounds, **row})
+        if race_margin is not None and all(len(samples[n]) >= protocol.min_samples for n in active):
+            best = min(statistics.median(samples[n]) for n in active)
+            for name in list(active):
+                if statistics.median(samples[name]) > best * (1 + race_margin):
+                    active.remove(name)
+                    stops[name] = ELIMINATED
+        elapsed = t - start
+        for name in list(active):
+            reason = _stop_reason(samples[name], protocol, elapsed / len(names))
+            if reason:
+                stops[name] = reason
+                active.remove(name)
+    seconds = now() - t0
+    return {name: Measurement(samples[name], protocol.regime, stops[name], warmup, rows, _absent(telemetry), seconds,
+                              eliminated=stops[name] == ELIMINATED)
+            for name in names}
+
+
+# --- the CUDA implementation ----------------------------------------------------------------------
+
+L2_FLUSH_BYTES = 256 << 20  # > 4x the H200's 60 MB L2
+HANG_SECONDS = 60.0  # far above any kernel here (the slowest, emulated int4 on mlp6, takes ~60 ms)
+_SPIN_HZ = 2.0e9  # cycles per second assumed for the spin kernel: at lower clocks it only holds longer
+
+
+class CudaEventTimer:
+    """:class:`GpuTimer` on the current CUDA device (torch's default stream, which CUTLASS's
+    launches also use). Imports torch when constructed."""
+
+    def __init__(self, flush_bytes: int = L2_FLUSH_BYTES):
+        import torch
+
+        self._torch = torch
+        self._flush = torch.empty(flush_bytes, dtype=torch.int8, device="cuda")
+        self._enqueue_s = 100e-6  # running estimate of the host time to enqueue one sample
+
+    def run_batch(self, launch: Callable[[], None], n: int, what: str) -> list[float]:
+        torch = self._torch
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        for i in range(n):
+            # Hold the GPU twice as long as the host took to enqueue the last sample, so that this
+            # sample's launches are queued before the GPU reaches its start event.
+            torch.cuda._sleep(int(min(max(2 * self._enqueue_s, 20e-6), 5e-3) * _SPIN_HZ))
+            tic = time.perf_counter()
+            self._flush.zero_()
+            starts[i].record()
+            launch()
+            ends[i].record()
+            self._enqueue_s = 0.8 * self._enqueue_s + 0.2 * (time.perf_counter() - tic)
+        wait_for_gpu(what)
+        return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+
+    def idle(self, seconds: float) -> None:
+        wait_for_gpu("the work queued before idling")
+        time.sleep(seconds)
+
+
+def wait_for_gpu(what: str, timeout_s: float = HANG_SECONDS) -> None:
+    """Wait for the GPU's queued work, or raise KernelCheckError if it does not finish in time.
+
+    torch.cuda.synchronize() would wait forever on a kernel that never finishes; polling an event
+    turns that into an error naming the kernel (the process cannot use the GPU afterwards)."""
+    import torch
+
+    event = torch.cuda.Event()
+    event.record()
+    deadline = time.monotonic() + timeout_s
+    while not event.query():
+        if time.monotonic() > deadline:
+            raise KernelCheckError(f"{what} did not finish within {timeout_s:.0f} s: the kernel hangs; "
+                                   "this process cannot use the GPU any more")
+        time.sleep(1e-4)
+
+
+def gpu_pci_bus_id() -> str | None:
+    """The PCI bus id of CUDA's current device (to find the same GPU in NVML), or None."""
+    import torch
+
+    try:
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        return f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+    except (AttributeError, RuntimeError):
+        return None
