@@ -343,7 +343,7 @@ def test_an_unknown_tile_is_refused(cutlass_sm90):
 
 def test_the_check_rejects_wrong_outputs_and_accepts_rounding(monkeypatch):
     torch = pytest.importorskip("torch")
-    from mpsearch.backends.cutlass import runtime
+    from mpsearch.backends.gpu import tensors as runtime
 
     expected = torch.round(torch.randn(64, 64, dtype=torch.float64) * 32).clamp(-128, 127)
     assert runtime.check_output(expected.clone(), "int8", expected, "int8")[0]
@@ -365,7 +365,7 @@ def test_the_check_rejects_wrong_outputs_and_accepts_rounding(monkeypatch):
 
 def test_the_output_step_is_the_spacing_of_the_format():
     torch = pytest.importorskip("torch")
-    from mpsearch.backends.cutlass import runtime
+    from mpsearch.backends.gpu import tensors as runtime
 
     x = torch.tensor([1.0, 1.5, 448.0, 3.0], dtype=torch.float64)
     assert runtime.output_step(x, "fp8_e4m3").tolist() == [0.125, 0.125, 32.0, 0.25]
@@ -375,7 +375,8 @@ def test_the_output_step_is_the_spacing_of_the_format():
 
 def test_int4_packs_low_nibble_first_and_round_trips():
     torch = pytest.importorskip("torch")
-    from mpsearch.backends.cutlass import convert, runtime
+    from mpsearch.backends.gpu import convert
+    from mpsearch.backends.gpu import tensors as runtime
 
     x = torch.tensor([[1.0, -2.0, 7.4, -9.0]], dtype=torch.float16)
     packed = convert.reference_convert(x, "int4", 1.0)
@@ -385,7 +386,7 @@ def test_int4_packs_low_nibble_first_and_round_trips():
 
 def test_the_gemm_scale_gives_the_output_format_its_typical_magnitude():
     pytest.importorskip("torch")
-    from mpsearch.backends.cutlass import runtime
+    from mpsearch.backends.gpu import tensors as runtime
 
     # int8 operands (std 32), K = 1024: A·W has std 32*32*32 = 32768; an fp16 output wants std 1.
     assert runtime.gemm_alpha("int8", "fp16", 1024) == pytest.approx(1 / 32768)

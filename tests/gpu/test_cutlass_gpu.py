@@ -44,7 +44,7 @@ def gemm(fmt: str, out: str = "fp16", m: int = M, n: int = N, k: int = K) -> Op:
 @pytest.mark.parametrize("fmt,out", [("fp16", "fp16"), ("bf16", "fp16"), ("fp8_e4m3", "fp16"), ("fp8_e4m3", "fp8_e4m3"),
                                      ("int8", "fp16"), ("int8", "int8"), ("int4", "fp16"), ("fp16", "int4")])
 def test_every_format_pair_matches_the_float64_reference(backend, fmt, out):
-    from mpsearch.backends.cutlass.runtime import OUTPUT_ROUNDING, TOLERANCE
+    from mpsearch.backends.gpu.tensors import OUTPUT_ROUNDING, TOLERANCE
 
     tol = max(TOLERANCE[fmt], OUTPUT_ROUNDING[out])  # the input's tolerance, or one output rounding step
     record = backend.tune(gemm(fmt, out))
@@ -57,7 +57,7 @@ def test_every_format_pair_matches_the_float64_reference(backend, fmt, out):
 def test_a_kernel_that_gives_wrong_results_fails_its_check(backend):
     import torch
 
-    from mpsearch.backends.cutlass import runtime
+    from mpsearch.backends.gpu import tensors as runtime
 
     ref = torch.randn(64, 64, dtype=torch.float64, device="cuda")
     expected = runtime.round_into(ref, "fp16")

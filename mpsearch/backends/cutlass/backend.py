@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import importlib.util
 import os
 import shutil
-import subprocess
-import sys
 from typing import Any, Callable
 
-from mpsearch import __version__
-from mpsearch.backends.base import MEASURED, BackendCapabilities, LatencyBackend, LatencyResult
+from mpsearch.backends.base import MEASURED, BackendCapabilities
 from mpsearch.backends.cutlass import catalog
 from mpsearch.backends.cutlass.cache import TuningStore, ensure_cache_dir, resolve_cache_dir
+from mpsearch.backends.gpu.base import GpuBackend, chain, op_key, package_version, require_cuda_torch, timing_record
+from mpsearch.backends.timing import TimingProtocol
 from mpsearch.errors import BackendUnavailableError, KernelCheckError, UnsupportedConfigError
-from mpsearch.formats import check_menu
+from mpsearch.formats import check_menu, get_format
 from mpsearch.network import Network, Op
-from mpsearch.space import Config
 
 _GPU_EXTRA = "pip install 'mpsearch[gpu]'"
+
+# The local search (stage 2) is spent on the GEMM shapes that together carry this share of a
+# network's multiply-adds: where a few percent of kernel speed moves the end-to-end latency.
+LOCAL_SEARCH_SHARE = 0.7
+# While tuning, a candidate whose median is this much above the best stops being sampled.
+RACE_MARGIN = 0.05
 
 
 def missing_dependencies() -> list[str]:
@@ -45,68 +48,50 @@ def require_gpu() -> Any:
     if missing:
         raise BackendUnavailableError(
             f"--backend cutlass needs {'; '.join(missing)}: install the gpu extra ({_GPU_EXTRA}) on a machine "
-            "with an NVIDIA GPU, or use --backend replay / --backend roofline here"
+            "with an NVIDIA GPU, or use --backend torch / replay / roofline"
         )
-    import torch
-
-    if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
-        raise BackendUnavailableError(
-            f"--backend cutlass needs an NVIDIA GPU, and torch {torch.__version__} sees none "
-            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): "
-            "run on a GPU host, or use --backend replay / --backend roofline"
-        )
-    return torch
+    return require_cuda_torch("cutlass", _GPU_EXTRA)
 
 
-def _driver_version() -> str:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def heavy_shapes(network: Network, share: float = LOCAL_SEARCH_SHARE) -> set[tuple[int, int, int]]:
+    """The fewest layer shapes (m, n, k), largest first, that carry ``share`` of the network's GEMM
+    multiply-adds."""
+    sizes: dict[tuple[int, int, int], int] = {}
+    for layer in network.layers:
+        shape = (layer.m, layer.n, layer.k)
+        sizes[shape] = sizes.get(shape, 0) + layer.m * layer.n * layer.k
+    total = sum(sizes.values())
+    chosen: set[tuple[int, int, int]] = set()
+    covered = 0
+    for shape, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+        if covered >= share * total:
+            break
+        chosen.add(shape)
+        covered += size
+    return chosen
 
 
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def _op_key(op: Op) -> str:
-    if op.kind == "convert":
-        return f"convert {op.m}x{op.k} {op.fmt}->{op.out_fmt}"
-    return f"gemm {op.m}x{op.n}x{op.k} {op.fmt}->{op.out_fmt}"
-
-
-class CutlassBackend(LatencyBackend):
+class CutlassBackend(GpuBackend):
     """Measures each configuration on this machine's GPU (see the package docstring for the method).
 
     ``cache_dir``: kernel and tuning cache (default: see :mod:`mpsearch.backends.cutlass.cache`).
-    ``warmup``/``repeats``: timing policy for every timed op and network (repeats >= 10).
-    ``tiles``: candidate tiles per kernel type (>= 8 for sm_90 formats; int4's emulated sm_80
-    kernels get at most ``int4_tiles``). ``jobs``: parallel nvcc processes (default: all cores).
+    ``protocol``: the timing protocol (default: sustained). ``int4_tiles``: sm_80 registry tiles tried
+    for int4 (emulated on Hopper). ``fp8_fast_accum``: fp8 kernels promote to fp32 once per k-block
+    (cuBLAS's fast path) rather than every few MMAs. ``local_search``: stage-2 designs tried around
+    each heavy op's stage-1 winner (0: none). ``jobs``: parallel nvcc processes (default: all cores).
     """
 
-    def __init__(self, cache_dir: str | os.PathLike[str] | None = None, *, warmup: int = 3, repeats: int = 10,
-                 tiles: int = catalog.DEFAULT_TILES, int4_tiles: int = 4, jobs: int | None = None,
-                 progress: Callable[[str], None] | None = None):
-        if repeats < 10:
-            raise UnsupportedConfigError(f"repeats must be at least 10 for a measured latency, got {repeats}")
-        self._torch = require_gpu()
+    name = "cutlass"
+    install_hint = _GPU_EXTRA
+
+    def __init__(self, cache_dir: str | os.PathLike[str] | None = None, *, protocol: TimingProtocol | None = None,
+                 int4_tiles: int = 4, fp8_fast_accum: bool = True, local_search: int = catalog.LOCAL_SEARCH,
+                 jobs: int | None = None, progress: Callable[[str], None] | None = None):
+        super().__init__(protocol=protocol, progress=progress)
         self.cache_dir = ensure_cache_dir(resolve_cache_dir(cache_dir))
-        self.warmup, self.repeats, self.tiles, self.int4_tiles = warmup, repeats, tiles, int4_tiles
-        self.jobs = jobs
-        self._say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.int4_tiles, self.fp8_fast_accum, self.local_search, self.jobs = int4_tiles, fp8_fast_accum, local_search, jobs
         # MPSEARCH_TRACE_TUNING=1 prints every candidate as it is checked and timed.
         self._trace = self._say if os.environ.get("MPSEARCH_TRACE_TUNING") else (lambda line: None)
-        torch = self._torch
-        self.device = torch.cuda.get_device_name(0)
-        major, minor = torch.cuda.get_device_capability(0)
-        self.arch = major * 10 + minor
         if not any(_supported(f, self.arch) for f in catalog.ELEMENT):
             raise BackendUnavailableError(
                 f"--backend cutlass has no kernels for {self.device} (sm_{self.arch}); it needs sm_80 or newer: "
@@ -119,18 +104,21 @@ class CutlassBackend(LatencyBackend):
         from mpsearch.backends.cutlass import runtime
 
         self._rt = runtime
-        self._timer = runtime.Timer(warmup, repeats)
-        self._pool = runtime.TensorPool()
         self._kernels: dict[str, Any] = {}  # KernelSpec.key -> CompiledGemm
         self._compile_failed: dict[str, str] = {}
-        self._store = TuningStore(self.cache_dir, f"{self.device} sm_{self.arch} cutlass {_version('nvidia-cutlass')}")
-        self._tuned: dict[str, dict[str, Any]] = {}
+        accum = "fast-accum" if fp8_fast_accum else "exact-accum"
+        self._store = TuningStore(self.cache_dir, f"{self.device} sm_{self.arch} cutlass {package_version('nvidia-cutlass')} "
+                                                  f"release {self.protocol.regime} fp8 {accum}")
+        self._heavy: set[tuple[int, int, int]] = set()
         self.compile_reports: list[Any] = []
         formats = frozenset(f for f in catalog.ELEMENT if _supported(f, self.arch))
         self._caps = BackendCapabilities(
             name="cutlass", source=MEASURED, device=self.device, arch=self.arch, formats=formats,
             emulated=frozenset(f for f in formats if catalog.is_emulated(f, self.arch)),
         )
+
+    def _require(self) -> Any:
+        return require_gpu()
 
     # --- the LatencyBackend contract ------------------------------------------------------------
 
@@ -139,22 +127,23 @@ class CutlassBackend(LatencyBackend):
         return self._caps
 
     def provenance(self) -> dict[str, Any]:
-        torch = self._torch
+        from mpsearch.backends.cutlass.compile import BUILD_DEFINES
+
         return {
             **super().provenance(),
-            "driver": _driver_version(),
-            "cuda": torch.version.cuda or "unknown",
             "nvcc": self._cutlass.nvcc_version(),
-            "cutlass": _version("nvidia-cutlass"),
-            "cuda_python": _version("cuda-python"),
-            "torch": torch.__version__,
-            "mpsearch": __version__,
-            "timing": self._timer.policy,
+            "cutlass": package_version("nvidia-cutlass"),
+            "cuda_python": package_version("cuda-python"),
+            "kernel_build": " ".join(BUILD_DEFINES),
+            "fp8_fast_accum": self.fp8_fast_accum,
+            "local_search": self.local_search,
             "cache_dir": str(self.cache_dir),
         }
 
     def prepare(self, network: Network, menu: tuple[str, ...]) -> None:
-        """Check the menu against this GPU and compile every kernel the study can need, in parallel."""
+        """Check the menu against this GPU, compile every stage-1 kernel the study can need (in
+        parallel), then tune the heavy ops: stage 1, one parallel compile of their winners'
+        neighbours, stage 2. Later trials then compile nothing."""
         for fmt in menu:
             if fmt not in catalog.ELEMENT:
                 raise UnsupportedConfigError(f"the CUTLASS backend has no kernels for {fmt}; it runs {', '.join(catalog.ELEMENT)}")
@@ -165,77 +154,47 @@ class CutlassBackend(LatencyBackend):
             for out in outs:
                 pairs.add((fmt, out))
         self.compile_pairs(sorted(pairs))
+        self._heavy |= heavy_shapes(network)
+        heavy = [op for op in _possible_ops(network, menu) if (op.m, op.n, op.k) in self._heavy and op.kind == "gemm"]
+        heavy = [op for op in heavy if self._can_search(op)]
+        for op in heavy:
+            try:
+                catalog.check_alignment(op)
+            except UnsupportedConfigError:
+                continue
+            self.tune(op, local_search=False)
+        wanted = [spec for op in heavy if op_key(op) in self._tuned for spec in self._stage2_specs(self._tuned[op_key(op)])]
+        self._ensure_kernels(list(dict.fromkeys(wanted)))
+        for op in heavy:
+            if op_key(op) in self._tuned:
+                self.tune(op)
 
-    def measure(self, network: Network, config: Config) -> LatencyResult:
-        from mpsearch.backends import config_formats
+    def check_op(self, op: Op) -> None:
+        catalog.check_alignment(op)
 
-        formats = config_formats(network, config)
-        for fmt in set(formats):
-            if fmt not in self._caps.formats:
-                raise UnsupportedConfigError(f"format {fmt} cannot run on {self.device} (sm_{self.arch}); remove it from the menu")
-        ops = network.ops(formats)
-        for op in ops:
-            catalog.check_alignment(op)  # before any kernel runs: a misaligned shape is infeasible, not a crash
-        records = {_op_key(op): self.tune(op) for op in ops}
-        samples = self._time_network(network, formats)
-        per_layer: dict[str, float] = {}
-        kernels: dict[str, str] = {}
-        errors: dict[str, float] = {}
-        for op in ops:
-            rec = records[_op_key(op)]
-            per_layer[op.layer] = per_layer.get(op.layer, 0.0) + rec["median_ms"]
-            label = f"{op.layer}:{op.kind} {op.fmt}->{op.out_fmt}"
-            kernels[label] = rec["kernel"]
-            errors[label] = rec["check_rel_err"]
-        return LatencyResult(
-            ms=self._rt.median(samples), source=MEASURED, device=self.device,
-            samples=tuple(round(s, 6) for s in samples),
-            per_layer_ms=tuple(round(per_layer[name], 6) for name in network.layer_names),
-            detail="end to end: all layers' kernels back to back on one stream (conversions included), "
-                   "CUDA events, L2 flushed before each repeat; per layer: the tuned ops timed alone",
-            extra={"kernels": kernels, "check_rel_err": errors,
-                   "emulated": sorted(set(formats) & self._caps.emulated)},
-        )
+    def op_record(self, op: Op) -> dict[str, Any]:
+        return self.tune(op)
 
     def close(self) -> None:
-        self._pool.clear()
+        super().close()
         self._kernels.clear()
-
-    # --- for benchmarks: the operands the tuned kernels ran on, and the same timer ---------------
-
-    def operand(self, role: str, fmt: str, rows: int, cols: int) -> Any:
-        """The random GPU tensor the backend uses for ``role`` ("A" activations, "W" weights [N, K])."""
-        return self._pool.get(role, fmt, rows, cols)
-
-    def op_launcher(self, op: Op) -> Callable[[], None]:
-        """A launcher for ``op``'s tuned kernel(s) on the backend's operands (to re-time it beside others)."""
-        if op.kind != "gemm":
-            raise UnsupportedConfigError(f"op_launcher takes a gemm op, got {op.kind}")
-        a = self._pool.get("A", op.fmt, op.m, op.k)
-        out = self._pool.empty("bench.out", op.out_fmt, op.m, op.n)
-        launches = self._gemm_launch(op, a, out, "bench")
-        return launches[0] if len(launches) == 1 else _chain(*launches)
-
-    def time_launch(self, launch: Callable[[], None], what: str, repeats: int | None = None) -> list[float]:
-        """Samples (ms) of ``launch`` under the backend's timing policy (warm-up, L2 flush, events)."""
-        return self._timer.time(launch, repeats=repeats, what=what)
 
     # --- kernels -------------------------------------------------------------------------------
 
-    def candidate_specs(self, in_fmt: str, out_fmt: str) -> list[catalog.KernelSpec]:
-        limit = self.int4_tiles if in_fmt == "int4" else self.tiles
-        return catalog.candidate_specs(self._cutlass, in_fmt, out_fmt, self.arch, limit)
+    def candidate_specs(self, in_fmt: str, out_fmt: str, designs: Any = catalog.STAGE1) -> list[catalog.KernelSpec]:
+        return catalog.candidate_specs(self._cutlass, in_fmt, out_fmt, self.arch, self.int4_tiles, designs=designs,
+                                       fast_accum=self.fp8_fast_accum)
 
-    def compile_pairs(self, pairs: list[tuple[str, str]]) -> None:
+    def compile_pairs(self, pairs: list[tuple[str, str]], designs: Any = catalog.STAGE1) -> None:
         """Compile (in parallel) and load every candidate kernel for these (in, out) op formats."""
         specs = []
         for in_fmt, out_fmt in pairs:
             catalog.check_pair(in_fmt, out_fmt, self.arch)
-            specs += self.candidate_specs(in_fmt, catalog.fused_output(in_fmt, out_fmt))
+            specs += self.candidate_specs(in_fmt, catalog.fused_output(in_fmt, out_fmt), designs)
         self._ensure_kernels(list(dict.fromkeys(specs)))
 
     def _ensure_kernels(self, specs: list[catalog.KernelSpec]) -> None:
-        from mpsearch.backends.cutlass.compile import cached_keys, cache_key, compile_operations
+        from mpsearch.backends.cutlass.compile import cache_key, cached_keys, compile_operations
 
         todo = [s for s in specs if s.key not in self._kernels and s.key not in self._compile_failed]
         if not todo:
@@ -257,224 +216,164 @@ class CutlassBackend(LatencyBackend):
 
     # --- tuning --------------------------------------------------------------------------------
 
-    def tune(self, op: Op) -> dict[str, Any]:
-        """The tuned record of ``op`` (cached per device): chosen kernel, its timings and check error."""
-        key = _op_key(op)
-        if key in self._tuned:
+    def _can_search(self, op: Op) -> bool:
+        return self.local_search > 0 and catalog.kernel_cc(op.fmt, self.arch) >= 90
+
+    def _stage2_specs(self, record: dict[str, Any]) -> list[catalog.KernelSpec]:
+        """The designs one step from a stage-1 winner, as kernels of the winner's format pair."""
+        tile, _ = catalog.Sm90Tile.parse(record["tile"])
+        steps = catalog.neighbours(tile.replace(fast_accum=False), self.local_search)
+        return self.candidate_specs(record["in_fmt"], record["kernel_out"], steps)
+
+    def tune(self, op: Op, local_search: bool | None = None) -> dict[str, Any]:
+        """The tuned record of ``op`` (cached per device and regime): chosen kernel, its timings and
+        check error, every candidate's. Stage 2 (the winner's neighbours) runs for heavy ops, or when
+        ``local_search`` says so."""
+        key = op_key(op)
+        if op.kind == "convert":
+            if key not in self._tuned:
+                self._tuned[key] = self._store.get(key) or self.convert_record(op)
+                self._store.put(key, self._tuned[key])
             return self._tuned[key]
-        stored = self._store.get(key)
-        if stored is not None and (op.kind == "convert" or (self._same_candidates(stored) and self._loadable(stored))):
-            self._tuned[key] = stored
-            return stored
-        record = self._tune_convert(op) if op.kind == "convert" else self._tune_gemm(op)
-        self._store.put(key, record)
+        if local_search is None:
+            local_search = (op.m, op.n, op.k) in self._heavy and self._can_search(op)
+        record = self._tuned.get(key)
+        if record is None:
+            stored = self._store.get(key)
+            if stored is not None and self._same_stage1(stored) and self._loadable(stored):
+                record = stored
+        if record is None:
+            record = self._tune_gemm(op, self.candidate_specs(op.fmt, catalog.fused_output(op.fmt, op.out_fmt)))
+            record["stage"] = 1
+            self._store.put(key, record)
+        if local_search and record.get("stage") == 1 and self._can_search(op):
+            # The stage-1 winner runs again beside its neighbours, so all are timed in one session.
+            winner = catalog.KernelSpec(op.fmt, record["kernel_out"], record["tile"])
+            specs = [winner] + [s for s in self._stage2_specs(record) if s != winner]
+            second = self._tune_gemm(op, specs, kernel_out=record["kernel_out"])
+            record = {**second, "candidates": {**record["candidates"], **second["candidates"]}, "stage": 2,
+                      "stage1_candidates": self._stage1_labels(op.fmt, record["kernel_out"])}
+            self._store.put(key, record)
         self._tuned[key] = record
         return record
 
-    def _same_candidates(self, record: dict[str, Any]) -> bool:
-        """A stored choice stands only if it was made among today's candidates (the list may change)."""
-        tried = {t for t in record.get("candidates", {}) if "(fused" not in t}
-        return tried == set(self._candidate_labels(record["in_fmt"], record["kernel_out"]))
-
-    def _candidates(self, in_fmt: str, kernel_out: str) -> list[tuple[catalog.KernelSpec, Any]]:
-        """Every (kernel, scheduler schedule) pair tuning tries for this format pair."""
+    def _stage1_labels(self, in_fmt: str, kernel_out: str) -> list[str]:
         cc = catalog.kernel_cc(in_fmt, self.arch)
-        return [(spec, schedule) for spec in self.candidate_specs(in_fmt, kernel_out) for schedule in catalog.schedules(cc)]
+        return [catalog.candidate_label(spec.tile, sched) for spec in self.candidate_specs(in_fmt, kernel_out)
+                for sched in catalog.schedules(cc)]
 
-    def _candidate_labels(self, in_fmt: str, kernel_out: str) -> list[str]:
-        return [catalog.candidate_label(spec.tile, sched) for spec, sched in self._candidates(in_fmt, kernel_out)]
+    def _same_stage1(self, record: dict[str, Any]) -> bool:
+        """A stored choice stands only if its stage 1 ran over today's stage-1 candidates."""
+        tried = set(record.get("stage1_candidates") or record.get("candidates", {}))
+        return set(self._stage1_labels(record["in_fmt"], record["kernel_out"])) <= tried
 
     def _loadable(self, record: dict[str, Any]) -> bool:
         spec = catalog.KernelSpec(record["in_fmt"], record["kernel_out"], record["tile"])
         self._ensure_kernels([spec])
         return spec.key in self._kernels
 
-    def _tune_convert(self, op: Op) -> dict[str, Any]:
-        rt = self._rt
-        src = self._pool.get("x", "fp16", op.m, op.k)
-        dst = self._pool.empty("conv", op.out_fmt, op.m, op.k)
-        scale = rt.FORMAT_STD[op.out_fmt] / rt.FORMAT_STD["fp16"]
-        from mpsearch.backends.cutlass import convert
-
-        launch, name = convert.make_converter(src, dst, op.out_fmt, scale)
-        _poison(dst)
-        launch()
-        rt.sync(name)
-        expected = rt.to_float64(convert.reference_convert(src, op.out_fmt, scale), op.out_fmt)
-        ok, rel, reason = rt.check_output(rt.to_float64(dst, op.out_fmt), op.out_fmt, expected, "fp16")
-        if not ok:
-            raise KernelCheckError(f"conversion kernel {name} for {op.m}x{op.k} fp16->{op.out_fmt} failed its check: {reason}")
-        samples = self._timer.time(launch, what=name)
-        return _record(op, name, samples, rel, tile="", in_fmt="fp16", kernel_out=op.out_fmt, candidates={})
-
-    def _tune_gemm(self, op: Op, separate: bool = False) -> dict[str, Any]:
-        rt = self._rt
+    def _tune_gemm(self, op: Op, specs: list[catalog.KernelSpec], kernel_out: str | None = None) -> dict[str, Any]:
+        """Check every (kernel, scheduler schedule) candidate against float64, time the ones that pass
+        round-robin under the protocol, and keep the fastest."""
         m, n, k, in_fmt, out_fmt = op.m, op.n, op.k, op.fmt, op.out_fmt
-        kernel_out = "fp16" if separate else catalog.fused_output(in_fmt, out_fmt)
-        specs = self.candidate_specs(in_fmt, kernel_out)
+        kernel_out = kernel_out or (specs[0].out_fmt if specs else catalog.fused_output(in_fmt, out_fmt))
         self._ensure_kernels(specs)
         if not any(s.key in self._kernels for s in specs) and kernel_out != "fp16":
             # No epilogue writing out_fmt compiled: write fp16 and convert separately.
-            kernel_out = "fp16"
-            specs = self.candidate_specs(in_fmt, kernel_out)
-            self._ensure_kernels(specs)
-        a = self._pool.get("A", in_fmt, m, k)
-        w = self._pool.get("W", in_fmt, n, k)
+            return self._tune_gemm(op, self.candidate_specs(in_fmt, "fp16", _designs_of(specs)), "fp16")
+        a, w, expected, alpha = self.gemm_reference(op)
         d = self._pool.empty("D", kernel_out, m, n)
-        alpha = rt.gemm_alpha(in_fmt, out_fmt, k)
-        expected = rt.round_into(alpha * (rt.to_float64(a, in_fmt) @ rt.to_float64(w, in_fmt).T), kernel_out)
         conv_launch, conv_name, final = None, "", d
         if kernel_out != out_fmt:
-            from mpsearch.backends.cutlass import convert
+            from mpsearch.backends.gpu import convert
 
             final = self._pool.empty("Q", out_fmt, m, n)
             conv_launch, conv_name = convert.make_converter(d, final, out_fmt, 1.0)
-            expected = rt.round_into(expected, out_fmt)
         candidates: dict[str, dict[str, Any]] = {}
-        best = None
-        for spec, schedule in self._candidates(in_fmt, kernel_out):
-            label = catalog.candidate_label(spec.tile, schedule)
-            if spec.key not in self._kernels:
-                candidates[label] = {"error": "compile failed: " + self._compile_failed.get(spec.key, "?")[:200]}
-                continue
-            gemm = self._kernels[spec.key].launcher(a, w, d, m, n, k, alpha, schedule)
-            launch = gemm if conv_launch is None else _chain(gemm, conv_launch)
-            _poison(d)
-            if final is not d:
-                _poison(final)
-            what = f"{in_fmt}->{kernel_out} kernel {label} on {m}x{n}x{k}"
-            self._trace(f"  checking {what}")
-            try:
-                launch()
-            except Exception as err:  # a launch error (e.g. too much shared memory) disqualifies it
-                candidates[label] = {"error": f"launch failed: {err}"[:200]}
-                continue
-            rt.sync(what)
-            ok, rel, reason = rt.check_output(rt.to_float64(final, out_fmt), out_fmt, expected, in_fmt)
-            if not ok:
-                candidates[label] = {"error": f"check failed: {reason}", "check_rel_err": rel}
-                continue
-            samples = self._timer.time(launch, what=what)
-            entry = _stats(samples) | {"check_rel_err": rel}
-            self._trace(f"    {entry['median_ms']:.4f} ms, err {rel:.2e}")
-            candidates[label] = entry
-            if best is None or entry["median_ms"] < best[1]["median_ms"]:
-                best = ((spec, schedule, label), entry, samples)
+        launches: dict[str, Callable[[], None]] = {}
+        errors: dict[str, float] = {}
+        chosen: dict[str, tuple[catalog.KernelSpec, Any]] = {}
+        cc = catalog.kernel_cc(in_fmt, self.arch)
+        for spec in specs:
+            for schedule in catalog.schedules(cc):
+                label = catalog.candidate_label(spec.tile, schedule)
+                if spec.key not in self._kernels:
+                    candidates[label] = {"error": "compile failed: " + self._compile_failed.get(spec.key, "?")[:200]}
+                    continue
+                gemm = self._kernels[spec.key].launcher(a, w, d, m, n, k, alpha, schedule)
+                launch = chain(gemm, conv_launch) if conv_launch else gemm
+                what = f"{in_fmt}->{kernel_out} kernel {label} on {m}x{n}x{k}"
+                self._trace(f"  checking {what}")
+                ok, rel, reason = self.check_gemm(op, launch, [d, final], final, expected, what)
+                if not ok:
+                    candidates[label] = {"error": f"check failed: {reason}", "check_rel_err": rel}
+                    continue
+                launches[label], errors[label], chosen[label] = launch, rel, (spec, schedule)
         del expected
-        if best is None and kernel_out not in ("fp16", "bf16"):
-            # No epilogue writing out_fmt passed: fall back to an fp16 epilogue and a separate
-            # conversion, keeping the fused candidates' verdicts in the record.
-            record = self._tune_gemm(op, separate=True)
-            record["candidates"] = {f"{t} (fused {kernel_out})": c for t, c in candidates.items()} | record["candidates"]
-            return record
-        if best is None:
+        if not launches:
+            if kernel_out not in ("fp16", "bf16"):
+                # No epilogue writing out_fmt passed: fall back to an fp16 epilogue and a conversion.
+                record = self._tune_gemm(op, self.candidate_specs(in_fmt, "fp16", _designs_of(specs)), "fp16")
+                record["candidates"] = {f"{t} (fused {kernel_out})": c for t, c in candidates.items()} | record["candidates"]
+                return record
             reasons = "; ".join(f"{t}: {c['error']}" for t, c in candidates.items())
             raise KernelCheckError(f"no {in_fmt}->{out_fmt} kernel for {m}x{n}x{k} passed its float64 check: {reasons}")
-        (spec, schedule, label), entry, samples = best
-        kernel = label + (f" + separate {conv_name}" if conv_name else "")
-        record = _record(op, kernel, samples, entry["check_rel_err"], tile=spec.tile, in_fmt=in_fmt,
-                         kernel_out=kernel_out, candidates=candidates)
-        return record | {"schedule": list(schedule) if schedule else None, "candidate": label}
+        timed = self.time_interleaved(launches, f"tuning {op_key(op)}", race_margin=RACE_MARGIN)
+        for label, meas in timed.items():
+            candidates[label] = {"median_ms": meas.median_ms, "n_samples": len(meas.samples), "stop": meas.stop,
+                                 "check_rel_err": errors[label]}
+            self._trace(f"    {label}: {meas.median_ms:.4f} ms ({meas.stop}), err {errors[label]:.2e}")
+        best = min((lbl for lbl in timed if not timed[lbl].eliminated), key=lambda lbl: timed[lbl].median_ms)
+        spec, schedule = chosen[best]
+        kernel = best + (f" + separate {conv_name}" if conv_name else "")
+        return {
+            "kind": op.kind, "m": m, "n": n, "k": k, "fmt": in_fmt, "out_fmt": out_fmt,
+            "kernel": kernel, "tile": spec.tile, "in_fmt": in_fmt, "kernel_out": kernel_out,
+            "check_rel_err": errors[best], **timing_record(timed[best]), "candidates": candidates,
+            "schedule": list(schedule) if schedule else None, "candidate": best,
+            "fp8_accumulation": ("fast" if "fast-accum" in spec.tile else "exact") if in_fmt == "fp8_e4m3" else None,
+        }
 
     # --- whole networks ------------------------------------------------------------------------
 
-    def _gemm_launch(self, op: Op, a: Any, out: Any, role: str) -> list[Callable[[], None]]:
+    def gemm_launches(self, op: Op, a: Any, out: Any, role: str) -> list[Callable[[], None]]:
         record = self.tune(op)
         spec = catalog.KernelSpec(op.fmt, record["kernel_out"], record["tile"])
         self._ensure_kernels([spec])
         w = self._pool.get("W", op.fmt, op.n, op.k)
-        alpha = self._rt.gemm_alpha(op.fmt, op.out_fmt, op.k)
+        alpha = self._tensors.gemm_alpha(op.fmt, op.out_fmt, op.k)
         schedule = record.get("schedule")
         if record["kernel_out"] == op.out_fmt:
             return [self._kernels[spec.key].launcher(a, w, out, op.m, op.n, op.k, alpha, schedule)]
-        from mpsearch.backends.cutlass import convert
+        from mpsearch.backends.gpu import convert
 
         tmp = self._pool.empty(role + ".tmp", record["kernel_out"], op.m, op.n)
         conv, _ = convert.make_converter(tmp, out, op.out_fmt, 1.0)
         return [self._kernels[spec.key].launcher(a, w, tmp, op.m, op.n, op.k, alpha, schedule), conv]
 
-    def _network_launches(self, network: Network, formats: list[str]) -> list[Callable[[], None]]:
-        """Every kernel of one forward pass, in order, reading and writing the network's buffers."""
-        from mpsearch.backends.cutlass import convert
 
-        launches: list[Callable[[], None]] = []
-        pool, rt = self._pool, self._rt
-        ops = network.ops(formats)
-        if network.chained:
-            first = ops[0]
-            a = pool.get("net.in", first.fmt, first.m, first.k)
-            for i, op in enumerate(ops):
-                out = pool.empty(f"net.act{i + 1}", op.out_fmt, op.m, op.n)
-                launches += self._gemm_launch(op, a, out, f"net.act{i + 1}")
-                a = out
-            return launches
-        pending: dict[str, Any] = {}
-        for i, op in enumerate(ops):
-            if op.kind == "convert":
-                self.tune(op)
-                x = pool.get("x", "fp16", op.m, op.k)
-                dst = pool.empty(f"net.{op.layer}.in", op.out_fmt, op.m, op.k)
-                launch, _ = convert.make_converter(x, dst, op.out_fmt, rt.FORMAT_STD[op.out_fmt] / rt.FORMAT_STD["fp16"])
-                launches.append(launch)
-                pending[op.layer] = dst
-            else:
-                a = pending.pop(op.layer, None)
-                if a is None:
-                    a = pool.get("x", op.fmt, op.m, op.k)
-                out = pool.empty(f"net.{op.layer}.out", op.out_fmt, op.m, op.n)
-                launches += self._gemm_launch(op, a, out, f"net.{op.layer}")
-        return launches
+def _designs_of(specs: list[catalog.KernelSpec]) -> list[catalog.Sm90Tile] | tuple[catalog.Sm90Tile, ...]:
+    """The sm_90 designs behind ``specs`` (to build the same candidates for another output)."""
+    designs = []
+    for spec in specs:
+        try:
+            designs.append(catalog.Sm90Tile.parse(spec.tile)[0].replace(fast_accum=False))
+        except ValueError:  # sm_80 registry tiles: the default list serves
+            return catalog.STAGE1
+    return designs
 
-    def time_network(self, network: Network, config: Config, repeats: int | None = None) -> list[float]:
-        """End-to-end samples only (ops are tuned first if they are not): used to record many configs."""
-        return self._time_network(network, list(config.formats), repeats)
 
-    def _time_network(self, network: Network, formats: list[str], repeats: int | None = None) -> list[float]:
-        launches = self._network_launches(network, formats)
-
-        def run_network() -> None:
-            for launch in launches:
-                launch()
-
-        return self._timer.time(run_network, repeats=repeats, what=f"network {network.name} {','.join(formats)}")
+def _possible_ops(network: Network, menu: tuple[str, ...]) -> list[Op]:
+    """Every GEMM op any configuration over ``menu`` can run (each layer, input and output format)."""
+    ops = []
+    last = len(network.layers) - 1
+    for i, layer in enumerate(network.layers):
+        for fmt in menu:
+            outs = (menu if i < last else ("fp16",)) if network.chained else ("fp16",)
+            for out in outs:
+                ops.append(Op("gemm", layer.name, layer.m, layer.n, layer.k, fmt, out))
+    return ops
 
 
 def _supported(fmt: str, arch: int) -> bool:
-    from mpsearch.formats import get_format
-
     return get_format(fmt).support_on(arch) is not None
-
-
-def _chain(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
-    def launch() -> None:
-        first()
-        second()
-    return launch
-
-
-def _poison(t: Any) -> None:
-    """Fill an output before a check so that an element the kernel never writes cannot pass."""
-    if t.dtype.is_floating_point:
-        if t.dtype.itemsize == 1:  # fp8: NaN is 0x7f in e4m3fn
-            t.view(dtype=__import__("torch").uint8).fill_(0x7F)
-        else:
-            t.fill_(float("nan"))
-    else:
-        t.fill_(0x5A if t.dtype == __import__("torch").uint8 else 99)
-
-
-def _stats(samples: list[float]) -> dict[str, Any]:
-    import statistics
-
-    q = statistics.quantiles(samples, n=10, method="inclusive")
-    return {"median_ms": statistics.median(samples), "p10_ms": q[0], "p90_ms": q[-1], "n_samples": len(samples)}
-
-
-def _record(op: Op, kernel: str, samples: list[float], rel: float, *, tile: str, in_fmt: str, kernel_out: str,
-            candidates: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "kind": op.kind, "m": op.m, "n": op.n, "k": op.k, "fmt": op.fmt, "out_fmt": op.out_fmt,
-        "kernel": kernel, "tile": tile, "in_fmt": in_fmt, "kernel_out": kernel_out,
-        **_stats(samples), "samples_ms": [round(s, 6) for s in samples], "check_rel_err": rel,
-        "candidates": candidates, "date": _dt.date.today().isoformat(),
-    }

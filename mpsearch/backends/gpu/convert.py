@@ -1,10 +1,11 @@
-"""Conversion kernels: fp16 activations to another format, scaled and saturated, in one pass.
+"""Conversion kernels: an activation into another format, scaled and saturated, in one pass.
 
 Used where no GEMM epilogue writes the format a layer needs: the fp16 activation entering a
-non-fp16 layer of an unchained network (a transformer block), and int4 outputs (packed two per
-byte, low nibble first, as CUTLASS's int4 operands are). One Triton kernel reads each fp16 element
-once and writes the result once; where Triton is missing, torch operations (several passes) stand in
-and the kernel name says so.
+non-fp16 layer of an unchained network (a transformer block), int4 outputs (packed two per byte,
+low nibble first, as CUTLASS's int4 operands are), and the requantisation of an integer GEMM's
+int32 accumulators (PyTorch's ``_int_mm``). One Triton kernel reads each element once and writes
+the result once, whatever the source type; where Triton is missing, torch operations (several
+passes) stand in and the kernel name says so.
 """
 
 from __future__ import annotations
@@ -57,12 +58,17 @@ def _triton_kernels() -> dict[str, Any]:
     return _KERNELS
 
 
-def kernel_name(out_fmt: str, triton_ok: bool) -> str:
-    return f"{'triton' if triton_ok else 'torch'}:fp16->{out_fmt} scale+sat"
+def kernel_name(out_fmt: str, triton_ok: bool, src: str = "fp16") -> str:
+    return f"{'triton' if triton_ok else 'torch'}:{src}->{out_fmt} scale+sat"
+
+
+def _source_name(src: Any) -> str:
+    return {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.int32": "int32"}.get(str(src.dtype), str(src.dtype))
 
 
 def make_converter(src: Any, dst: Any, out_fmt: str, scale: float) -> tuple[Callable[[], None], str]:
-    """A no-argument launcher that converts fp16 tensor ``src`` into ``dst`` (``out_fmt``), and its name.
+    """A no-argument launcher that converts ``src`` (fp16, bf16 or int32) into ``dst`` (``out_fmt``)
+    times ``scale``, and its name.
 
     ``dst`` has ``src``'s shape (int4: half the columns, bytes). Launching enqueues on the current
     stream and does not synchronise.
@@ -91,8 +97,8 @@ def make_converter(src: Any, dst: Any, out_fmt: str, scale: float) -> tuple[Call
             launch = lambda: fn[grid](src, dst, pairs, scale, BLOCK=block)  # noqa: E731
         else:
             raise ValueError(f"no conversion to {out_fmt}")
-        return launch, kernel_name(out_fmt, True)
-    return (lambda: reference_convert(src, out_fmt, scale, out=dst)), kernel_name(out_fmt, False)
+        return launch, kernel_name(out_fmt, True, _source_name(src))
+    return (lambda: reference_convert(src, out_fmt, scale, out=dst)), kernel_name(out_fmt, False, _source_name(src))
 
 
 def reference_convert(src: Any, out_fmt: str, scale: float, out: Any = None) -> Any:
