@@ -29,8 +29,9 @@ def fake_cutlass(monkeypatch):
     built = []
 
     class CutlassBackend:
-        def __init__(self, *, cache_dir=None):
+        def __init__(self, *, cache_dir=None, protocol=None):
             built.append(cache_dir)
+            self.protocol = protocol
 
     monkeypatch.setattr(backends, "probe_gpu", lambda: (True, "GPU found"))
     monkeypatch.setattr(backends, "gpu_model", lambda: "NVIDIA H100 80GB HBM3")
@@ -81,6 +82,7 @@ def test_auto_skips_the_gpu_when_another_device_is_asked_for(fake_cutlass, mlp3)
 def test_auto_says_when_the_gpu_lacks_the_cutlass_package(monkeypatch, mlp3):
     # the CUTLASS package's own check (missing_dependencies) reports what is not installed
     monkeypatch.setattr(backends, "probe_gpu", lambda: (True, "GPU found"))
+    monkeypatch.setattr(backends, "torch_missing", lambda: "PyTorch is not installed")
     lacking = types.SimpleNamespace(missing_dependencies=lambda: ["nvidia-cutlass 4.2 (module cutlass_cppgen)"])
     monkeypatch.setitem(sys.modules, "mpsearch.backends.cutlass", lacking)
     backend, reason = make_backend("auto", mlp3, data=str(DATA))
@@ -95,7 +97,7 @@ def test_cutlass_without_a_gpu_says_what_is_missing_in_one_line(no_gpu, mlp3):
         make_backend("cutlass", mlp3)
     message = str(err.value)
     assert "\n" not in message
-    assert "no /dev/nvidia*" in message and "--backend replay" in message
+    assert "no /dev/nvidia*" in message and "--backend torch, replay or roofline" in message
 
 
 def test_probe_reports_missing_device_nodes(monkeypatch):
@@ -118,9 +120,34 @@ def test_named_backends_are_built_with_their_options(mlp3, tmp_path):
 
 
 def test_unknown_backend_names_the_choices(mlp3):
-    assert backend_names() == ("auto", "cutlass", "replay", "roofline")
-    with pytest.raises(InvalidSpecError, match="unknown backend 'gpu': use one of auto, cutlass, replay, roofline"):
+    assert backend_names() == ("auto", "cutlass", "torch", "replay", "roofline")
+    with pytest.raises(InvalidSpecError, match="unknown backend 'gpu': use one of auto, cutlass, torch, replay, roofline"):
         make_backend("gpu", mlp3)
+
+
+def test_the_timing_regime_reaches_the_gpu_backend_and_a_bad_one_is_refused_first(fake_cutlass, mlp3):
+    backend, _ = make_backend("cutlass", mlp3, timing="burst")
+    assert backend.protocol.regime == "burst"
+    assert make_backend("cutlass", mlp3)[0].protocol.regime == "sustained"
+    with pytest.raises(InvalidSpecError, match="regime must be one of sustained, burst, got 'cold'"):
+        make_backend("roofline", mlp3, timing="cold")
+
+
+def test_auto_measures_with_pytorch_on_a_gpu_host_without_the_cutlass_backend(monkeypatch, mlp3):
+    built = []
+
+    class TorchBackend:
+        def __init__(self, *, protocol=None):
+            built.append(protocol.regime)
+
+    monkeypatch.setattr(backends, "probe_gpu", lambda: (True, "GPU found"))
+    monkeypatch.setattr(backends, "gpu_model", lambda: "NVIDIA H200")
+    monkeypatch.setattr(backends, "cutlass_missing", lambda: "the CUDA compiler nvcc (not on PATH)")
+    monkeypatch.setattr(backends, "torch_missing", lambda: None)
+    monkeypatch.setitem(sys.modules, "mpsearch.backends.pytorch", types.SimpleNamespace(TorchBackend=TorchBackend))
+    backend, reason = make_backend("auto", mlp3)
+    assert type(backend).__name__ == "TorchBackend" and built == ["sustained"]
+    assert reason.startswith("torch: NVIDIA H200 is here but the cutlass backend is not (the CUDA compiler nvcc")
 
 
 def test_choosing_a_backend_loads_no_gpu_or_plot_module():

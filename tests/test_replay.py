@@ -199,10 +199,28 @@ def test_several_recordings_are_chosen_by_device(tmp_path):
     (a100 / "provenance.json").write_text(json.dumps({**prov, "device": "SYNTHETIC A100-SXM4-80GB", "arch": 80}))
     assert ReplayBackend(tmp_path, device="a100").capabilities.arch == 80
     assert ReplayBackend(tmp_path, device="sm_90").recording.name == "h100"
-    with pytest.raises(BackendUnavailableError, match="2 recordings"):
-        ReplayBackend(tmp_path)
     with pytest.raises(BackendUnavailableError, match="matches device 'l40s'"):
         ReplayBackend(tmp_path, device="l40s")
+
+
+def _dated(path: Path, date: str) -> Path:
+    prov = json.loads((path / "provenance.json").read_text())
+    (path / "provenance.json").write_text(json.dumps({**prov, "date": date}))
+    return path
+
+
+def test_without_a_device_the_newest_recording_that_covers_the_network_is_served(tmp_path):
+    network = Network.from_dict({"name": "tiny-mlp3", "sizes": [256, 128, 64, 256], "batch": 64})
+    _dated(copy_fixture(tmp_path, "h100"), "2026-11-26")
+    newer = _dated(copy_fixture(tmp_path, "h200"), "2026-11-29")
+    assert ReplayBackend(tmp_path).recording.name == "h200"  # newest, whatever it covers
+    assert ReplayBackend(tmp_path, network=network).recording.name == "h200"
+    # A newer recording that lacks the network's ops is passed over for an older one that has them.
+    ops = (newer / "ops.csv").read_text().splitlines()
+    (newer / "ops.csv").write_text("\n".join(ops[:2]) + "\n")
+    (newer / "networks.csv").write_text((newer / "networks.csv").read_text().splitlines()[0] + "\n")
+    assert ReplayBackend(tmp_path, network=network).recording.name == "h100"
+    assert ReplayBackend(tmp_path / "h200", network=network).recording.name == "h200"  # --data picks another
 
 
 def test_an_empty_data_directory_is_a_clear_error(tmp_path):

@@ -1,8 +1,10 @@
 """Latency backends and the one place that picks one: :func:`make_backend`.
 
-Names: ``cutlass`` (measured on this machine's GPU), ``replay`` (recorded on a GPU, served from
+Names: ``cutlass`` (measured on this machine's GPU with tuned CUTLASS kernels), ``torch`` (measured
+with the kernels PyTorch runs: cuBLAS), ``replay`` (recorded on a GPU, served from
 ``studies/data/<recording>/``), ``roofline`` (modelled from datasheet peaks), and ``auto``, which
-takes the first that can work here, in that order, and says why.
+takes the first that can work here, in that order, and says why. The GPU backends take a timing
+regime (``sustained`` or ``burst``; :mod:`mpsearch.backends.timing`).
 
 Nothing heavy is imported here: the backend modules are imported when a backend is made, and the
 GPU probe looks at device files and the driver library's name without loading CUDA.
@@ -14,14 +16,14 @@ import ctypes.util
 import glob
 import importlib
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from mpsearch.backends.base import LatencyBackend
 from mpsearch.errors import BackendUnavailableError, InvalidSpecError, MpsearchError
 from mpsearch.formats import get_format
 from mpsearch.network import Network
 
-BACKEND_NAMES = ("auto", "cutlass", "replay", "roofline")
+BACKEND_NAMES = ("auto", "cutlass", "torch", "replay", "roofline")
 
 
 def backend_names() -> tuple[str, ...]:
@@ -95,11 +97,17 @@ def cutlass_missing() -> str | None:
     return None
 
 
-def _make_cutlass(cache_dir: str | None) -> tuple[LatencyBackend, str]:
+def _protocol(timing: str | None) -> Any:
+    from mpsearch.backends.timing import TimingProtocol
+
+    return TimingProtocol(regime=timing) if timing else TimingProtocol()
+
+
+def _make_cutlass(cache_dir: str | None, timing: str | None = None) -> tuple[LatencyBackend, str]:
     missing = cutlass_missing()
     if missing:
         raise BackendUnavailableError(
-            f"the cutlass backend cannot run here: {missing}; use --backend replay or --backend roofline"
+            f"the cutlass backend cannot run here: {missing}; use --backend torch, replay or roofline"
         )
     backend_class = getattr(importlib.import_module("mpsearch.backends.cutlass"), "CutlassBackend", None)
     if backend_class is None:
@@ -107,14 +115,36 @@ def _make_cutlass(cache_dir: str | None) -> tuple[LatencyBackend, str]:
             "the cutlass backend cannot run here: mpsearch.backends.cutlass has no CutlassBackend "
             "(an incomplete install); reinstall mpsearch or use --backend replay"
         )
-    backend = backend_class(cache_dir=cache_dir)
+    backend = backend_class(cache_dir=cache_dir, protocol=_protocol(timing))
     return backend, f"cutlass: measuring on {gpu_model() or 'the local GPU'}"
 
 
-def _make_replay(device: str | None, data: str | None) -> tuple[LatencyBackend, str]:
+def torch_missing() -> str | None:
+    """What the PyTorch backend lacks here, in a few words, or None if it can be tried."""
+    usable, why = probe_gpu()
+    if not usable:
+        return why
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "PyTorch is not installed (pip install torch, a CUDA build)"
+    return None
+
+
+def _make_torch(timing: str | None = None) -> tuple[LatencyBackend, str]:
+    missing = torch_missing()
+    if missing:
+        raise BackendUnavailableError(f"the torch backend cannot run here: {missing}; use --backend replay or roofline")
+    from mpsearch.backends.pytorch import TorchBackend
+
+    backend = TorchBackend(protocol=_protocol(timing))
+    return backend, f"torch: measuring PyTorch's kernels on {gpu_model() or 'the local GPU'}"
+
+
+def _make_replay(device: str | None, data: str | None, network: Network | None = None) -> tuple[LatencyBackend, str]:
     from mpsearch.backends.replay import ReplayBackend
 
-    backend = ReplayBackend(data, device=device)
+    backend = ReplayBackend(data, device=device, network=network)
     rec = backend.recording
     return backend, f"replay: recording {rec.name} ({rec.device}, {rec.path})"
 
@@ -133,36 +163,49 @@ def make_backend(
     device: str | None = None,
     data: str | None = None,
     cache_dir: str | None = None,
+    timing: str | None = None,
 ) -> tuple[LatencyBackend, str]:
     """The backend called ``name`` for ``network``, and a one-line reason for the choice.
 
     ``device`` picks the modelled GPU (roofline: h100, a100, h200, l40s) or the recording (replay:
     matched against each recording's directory name, device and arch); ``data`` is a recordings
-    directory or one recording (default: ``$MPSEARCH_DATA``, else ``studies/data`` of this checkout);
-    ``cache_dir`` is the CUTLASS compile cache.
+    directory or one recording (default: ``$MPSEARCH_DATA``, else the newest shipped recording that
+    covers the network); ``cache_dir`` is the CUTLASS compile cache; ``timing`` the GPU backends'
+    regime (sustained, the default, or burst).
     """
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in BACKEND_NAMES:
         raise InvalidSpecError(f"unknown backend {name!r}: use one of {', '.join(BACKEND_NAMES)}")
+    if timing is not None:
+        _protocol(timing)  # a bad regime is refused before any backend is chosen
     if key == "cutlass":
-        return _make_cutlass(cache_dir)
+        return _make_cutlass(cache_dir, timing)
+    if key == "torch":
+        return _make_torch(timing)
     if key == "replay":
-        return _make_replay(device, data)
+        return _make_replay(device, data, network)
     if key == "roofline":
         return _make_roofline(device)
-    return _choose_auto(network, device, data, cache_dir)
+    return _choose_auto(network, device, data, cache_dir, timing)
 
 
-def _choose_auto(network: Network, device: str | None, data: str | None, cache_dir: str | None) -> tuple[LatencyBackend, str]:
+def _choose_auto(network: Network, device: str | None, data: str | None, cache_dir: str | None,
+                 timing: str | None = None) -> tuple[LatencyBackend, str]:
     missing = cutlass_missing()
-    if missing is None:
-        local = gpu_model()
-        if device is None or local is None or device.lower() in local.lower():
-            backend, _ = _make_cutlass(cache_dir)
-            return backend, f"cutlass: {local or 'an NVIDIA GPU'} is here, measuring on it"
-        why_not_gpu = f"the GPU here is {local}, not {device}"
-    else:
-        why_not_gpu = missing
+    local = gpu_model()
+    wanted_here = device is None or local is None or device.lower() in local.lower()
+    if missing is None and wanted_here:
+        backend, _ = _make_cutlass(cache_dir, timing)
+        return backend, f"cutlass: {local or 'an NVIDIA GPU'} is here, measuring on it"
+    why_not_gpu = missing if missing is not None else f"the GPU here is {local}, not {device}"
+    if missing is not None and wanted_here and torch_missing() is None:
+        try:
+            backend, _ = _make_torch(timing)
+        except BackendUnavailableError as err:  # e.g. a CPU build of torch
+            why_not_gpu = f"{missing}; torch: {err}"
+        else:
+            return backend, (f"torch: {local or 'an NVIDIA GPU'} is here but the cutlass backend is not ({missing}); "
+                             "measuring PyTorch's kernels")
 
     from mpsearch.backends.replay import ReplayBackend, data_root, find_recordings
 
@@ -170,7 +213,7 @@ def _choose_auto(network: Network, device: str | None, data: str | None, cache_d
     try:
         if not find_recordings(root):
             raise BackendUnavailableError(f"no recorded data in {root}")
-        replay = ReplayBackend(data, device=device)
+        replay = ReplayBackend(data, device=device, network=network)
     except BackendUnavailableError as err:
         why_not_replay = str(err)
     else:
@@ -188,4 +231,3 @@ def _choose_auto(network: Network, device: str | None, data: str | None, cache_d
     return backend, (
         f"roofline: {why_not_gpu}; {why_not_replay}; modelling {backend.capabilities.device} from datasheet peaks"
     )
-

@@ -10,7 +10,8 @@ replay never guesses.
 
 Where recordings are looked for: the ``data`` argument (``--data``), else ``$MPSEARCH_DATA``, else
 ``studies/data/`` of this checkout. That path may be one recording or a directory of recordings;
-among several, the one whose directory name, device or arch matches ``device`` is used.
+among several, those whose directory name, device or arch matches ``device`` are candidates, and the
+newest one (by its provenance date) that covers the network is used.
 """
 
 from __future__ import annotations
@@ -137,8 +138,10 @@ def _matches(path: Path, provenance: dict[str, Any], device: str) -> bool:
     )
 
 
-def choose_recording(root: Path, device: str | None = None) -> Path:
-    """The recording under ``root`` to use: the one matching ``device``, or the only one."""
+def choose_recording(root: Path, device: str | None = None, network: Network | None = None) -> Path:
+    """The recording under ``root`` to use: among those matching ``device`` (all, without one), the
+    newest (by its provenance date) that covers ``network`` over its device's default menu, else the
+    newest."""
     found = find_recordings(root)
     where = f"{root} (set by --data, ${DATA_ENV} or the default studies/data/)"
     if not root.exists():
@@ -155,12 +158,13 @@ def choose_recording(root: Path, device: str | None = None) -> Path:
             raise BackendUnavailableError(
                 f"no recording in {where} matches device {device!r}; recordings there: {names}"
             )
-    if len(found) > 1:
-        raise BackendUnavailableError(
-            f"{len(found)} recordings in {where} ({', '.join(p.name for p in found)}): pick one with "
-            "--device NAME or --data PATH/TO/RECORDING"
-        )
-    return found[0]
+    newest_first = sorted(found, key=lambda p: (str(_read_provenance(p / "provenance.json").get("date", "")), p.name),
+                          reverse=True)
+    if network is not None and len(newest_first) > 1:
+        for path in newest_first:
+            if ReplayBackend.from_path(path).covers(network)[0]:
+                return path
+    return newest_first[0]
 
 
 def load_recording(path: str | os.PathLike) -> Recording:
@@ -360,8 +364,19 @@ def possible_ops(space: SearchSpace) -> dict[OpKey, Op]:
 class ReplayBackend(LatencyBackend):
     """Latencies from a recording; see the module docstring."""
 
-    def __init__(self, data: str | os.PathLike | None = None, *, device: str | None = None):
-        self.recording = load_recording(choose_recording(data_root(data), device))
+    def __init__(self, data: str | os.PathLike | None = None, *, device: str | None = None,
+                 network: Network | None = None):
+        self._use(load_recording(choose_recording(data_root(data), device, network)))
+
+    @classmethod
+    def from_path(cls, path: Path) -> "ReplayBackend":
+        """The backend over the one recording in ``path``."""
+        backend = cls.__new__(cls)
+        backend._use(load_recording(path))
+        return backend
+
+    def _use(self, recording: Recording) -> None:
+        self.recording = recording
         rec = self.recording
         formats = rec.formats()
         self._caps = BackendCapabilities(
