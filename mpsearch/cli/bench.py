@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     menu = parse_menu(list(dict.fromkeys(formats)))
     space = SearchSpace(network, menu)
     config = space.parse_config(",".join(formats))
-    backend, reason = make_backend(args.backend, network, device=args.device, data=args.data, cache_dir=args.cache_dir)
+    backend, reason = make_backend(args.backend, network, device=args.device, data=args.data, cache_dir=args.cache_dir,
+                                   timing=args.timing)
     try:
         if not args.json:
             print(f"backend: {reason}")
@@ -100,15 +101,18 @@ def render(network: Any, config: Any, result: Any) -> str:
     kernels = result.extra.get("kernels", {}) if result.extra else {}
     errors = result.extra.get("check_rel_err", {}) if result.extra else {}
     ops = network.ops(config.formats)
-    rows = [("layer", "m x n x k", "op", "ms", "kernel", "check err")]
+    spreads = result.extra.get("per_op", {}) if result.extra else {}
+    rows = [("layer", "m x n x k", "op", "ms", "op p10-p90", "kernel", "check err")]
     for i, layer in enumerate(network.layers):
         layer_ops = [op for op in ops if op.layer == layer.name]
         ms = f"{result.per_layer_ms[i]:.4f}" if result.per_layer_ms else "-"
         for j, op in enumerate(layer_ops):
             label = f"{op.layer}:{op.kind} {op.fmt}->{op.out_fmt}"
             err = errors.get(label)
+            spread = spreads.get(label)
             rows.append((layer.name if j == 0 else "", f"{layer.m}x{layer.n}x{layer.k}" if j == 0 else "",
                          f"{op.kind} {op.fmt}->{op.out_fmt}", ms if j == len(layer_ops) - 1 else "",
+                         f"{spread['p10_ms']:.4f}-{spread['p90_ms']:.4f}" if spread else "-",
                          kernels.get(label, "-"), "-" if err is None else f"{err:.2e}"))
     widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
@@ -118,8 +122,32 @@ def render(network: Any, config: Any, result: Any) -> str:
     if sum_layers is not None:
         lines.append(f"sum of per-layer latencies {sum_layers:.4f} ms"
                      + (f" (end to end / sum = {result.ms / sum_layers:.3f})" if sum_layers > 0 else ""))
+    timing = result.extra.get("timing") if result.extra else None
+    if timing:
+        lines.append(timing_line(timing))
     if result.extra and result.extra.get("emulated"):
         lines.append(f"emulated on this GPU (no tensor cores): {', '.join(result.extra['emulated'])}")
     if result.detail:
         lines.append(f"how: {result.detail}")
     return "\n".join(lines)
+
+
+def timing_line(timing: dict[str, Any]) -> str:
+    """How the end-to-end samples were taken: regime, count, stop, and the GPU's clocks and power."""
+    lo, hi = timing["ci95_ms"]
+    text = (f"timing: {timing['regime']} regime, {timing['n_samples']} samples, stopped by {timing['stop']} "
+            f"(95% CI of the median {lo:.4f}-{hi:.4f} ms)")
+    tel = timing.get("telemetry", {})
+    if "absent" in tel:
+        return text + f"; telemetry absent: {tel['absent']}"
+    parts = []
+    if "sm_mhz" in tel:
+        parts.append(f"SM {tel['sm_mhz']['min']}-{tel['sm_mhz']['max']} MHz")
+    if "mem_mhz" in tel:
+        parts.append(f"memory {tel['mem_mhz']['median']} MHz")
+    if "power_w" in tel:
+        parts.append(f"power {tel['power_w']['min']:.0f}-{tel['power_w']['max']:.0f} W")
+    if "temp_c" in tel:
+        parts.append(f"{tel['temp_c']['max']} C")
+    parts.append("clocks held by " + (", ".join(tel.get("throttle_seen", [])) or "nothing"))
+    return text + "; " + ", ".join(parts)

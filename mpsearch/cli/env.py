@@ -39,6 +39,27 @@ def gpu_summary() -> str:
     return "; ".join(lines) if out.returncode == 0 and lines else f"none usable (nvidia-smi: {out.stderr.strip()[:200]})"
 
 
+def telemetry_summary() -> str:
+    """The first GPU's power limit, clock ceilings and present state through NVML (read only)."""
+    from mpsearch.backends.telemetry import open_telemetry, throttle_names
+
+    telemetry = open_telemetry()
+    if not telemetry.available:
+        return f"unknown: {telemetry.why_absent}"
+    limits = telemetry.limits()
+    now = telemetry.read()
+    parts = []
+    if "power_limit_w" in limits:
+        parts.append(f"power limit {limits['power_limit_w']:.0f} W")
+    if "max_sm_mhz" in limits:
+        parts.append(f"max SM clock {limits['max_sm_mhz']} MHz, max memory clock {limits.get('max_mem_mhz', '?')} MHz")
+    if now is not None:
+        reasons = ", ".join(throttle_names(now.throttle)) or "none"
+        parts.append(f"now SM {now.sm_mhz} MHz, memory {now.mem_mhz} MHz, {now.power_w:.0f} W, {now.temp_c} C "
+                     f"(clocks held by: {reasons})")
+    return "; ".join(parts) or "NVML gave no readings"
+
+
 def run(args: argparse.Namespace) -> int:
     from mpsearch import __version__
     from mpsearch.backends import make_backend
@@ -46,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
     from mpsearch.network import resolve_network
 
     print(f"mpsearch {__version__}, Python {platform.python_version()} ({platform.machine()}, {platform.system()})")
-    for dist in ("optuna", "numpy", "pandas", "moocore", "nvidia-cutlass", "cuda-python", "torch", "matplotlib", "plotly"):
+    for dist in ("optuna", "numpy", "pandas", "moocore", "nvidia-cutlass", "cuda-python", "torch", "nvidia-ml-py",
+                 "matplotlib", "plotly"):
         print(f"  {dist:15s} {_version(dist)}")
     print(f"GPU: {gpu_summary()}")
+    print(f"GPU power and clocks: {telemetry_summary()}")
     network = resolve_network(args.network)
     try:
         backend, reason = make_backend("auto", network)

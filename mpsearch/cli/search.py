@@ -51,6 +51,9 @@ def _add_backend_args(p: argparse.ArgumentParser, default: str | None = "auto") 
     g.add_argument("--device", help="roofline: the GPU to model (h100, a100, h200, l40s)")
     g.add_argument("--data", help="replay: a recording folder (default: the recordings shipped in studies/data)")
     g.add_argument("--cache-dir", help="cutlass: compiled-kernel cache (default: ~/.cache/mpsearch/cutlass)")
+    g.add_argument("--timing", choices=("sustained", "burst"), default=None,
+                   help="cutlass/torch: the GPU's state while timing: sustained (default: run back to back until "
+                        "clocks and latency are steady, as a serving GPU at its power cap) or burst (idle-cooled first)")
 
 
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
@@ -149,6 +152,7 @@ class Setup:
         self.backend, reason = make_backend(
             backend_name, self.network, device=getattr(args, "device", None),
             data=getattr(args, "data", None), cache_dir=getattr(args, "cache_dir", None),
+            timing=getattr(args, "timing", None),
         )
         caps = self.backend.capabilities
         if not quiet:
