@@ -397,3 +397,21 @@ def test_recorded_report_computes_fronts_speedups_gaps_and_sum_errors(tmp_path):
     text = report_module.render_markdown(report, "fronts.png")
     assert "1 of 729 configurations have no end-to-end recording" in text
     assert "measured on SYNTHETIC H100" in text
+
+
+def test_a_configuration_recorded_in_several_passes_is_served_from_all_of_them(tmp_path):
+    rec = copy_fixture(tmp_path)
+    lines = (rec / "networks.csv").read_text().splitlines()
+    header, first = lines[0], next(csv.reader([lines[1]]))
+    rows = [first + ["1"], first[:3] + ["2", "2", "2", "3", "2 2 2"] + ["2"]]
+    with open(rec / "networks.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header.split(",") + ["pass"])
+        w.writerows(rows)
+    recording = load_recording(rec)
+    timing = recording.networks[(first[1], first[2])]
+    assert len(timing.samples) == int(first[6]) + 3  # both passes' samples, pooled
+    assert list(recording.networks_frame["pass"]) == [1, 2]
+    (rec / "networks.csv").write_text((rec / "networks.csv").read_text().replace(",2\n", ",0\n"))
+    with pytest.raises(InvalidSpecError, match="column pass: must be an integer >= 1"):
+        load_recording(rec)

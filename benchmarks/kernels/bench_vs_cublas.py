@@ -1,128 +1,139 @@
-"""Tuned CUTLASS kernels vs cuBLAS (through torch) on every mlp6 layer, per format, in one run.
+"""CUTLASS kernel designs vs what PyTorch deploys (cuBLAS), per mlp6 layer and format, in one run.
 
-For each layer (m, n, k) of ``mlp6`` and each format, the CUTLASS backend's tuned kernel (the
-fastest of its candidate tiles, checked against float64) and the matching cuBLAS call are timed
-with the same policy (warm-up, L2 flushed before every repeat, CUDA events) on the same operands:
+For each layer (m, n, k) of ``mlp6`` and each format, every CUTLASS design of a family list
+(``--designs sweep``: ``catalog.SWEEP``; ``stage1``: the backend's defaults) is compiled (or found in
+the cache), checked against float64 and raced round-robin under the sustained timing protocol
+(``mpsearch.backends.timing``); the three fastest then run round-robin beside the PyTorch backend's
+launch for the same op until every median is pinned to +-0.5%. Same operands, same output format,
+same protocol, same process:
 
-==========  =====================================  ===========================================
-format      CUTLASS (mpsearch)                      cuBLAS via torch
-==========  =====================================  ===========================================
-fp16        fp16 x fp16 -> fp16, fp32 accumulate    torch.matmul -> fp16
-bf16        bf16 x bf16 -> fp16, fp32 accumulate    torch.matmul -> bf16
-fp8_e4m3    e4m3 x e4m3 -> fp16, fast accumulate    torch._scaled_mm -> fp16, use_fast_accum=True
-                                                    (and =False, reported alongside)
-int8        s8 x s8 -> fp16 (scaled), s32 acc.      torch._int_mm -> int32 (no scale: cuBLAS has
-                                                    no int8 GEMM with a scaled fp16 output)
-int4        sm_80 s4 kernel -> fp16 (emulated)      none: cuBLAS has no int4 GEMM
-==========  =====================================  ===========================================
+==========  ==========================================  ============================================
+format      CUTLASS                                     PyTorch backend (cuBLAS / cuBLASLt)
+==========  ==========================================  ============================================
+fp16, bf16  x -> same type, fp32 accumulate, alpha      torch.addmm(alpha) -> same type
+fp8 fast    e4m3 -> fp16, fast accumulation             torch._scaled_mm(use_fast_accum=True)
+fp8 exact   e4m3 -> fp16, promotion every few MMAs      torch._scaled_mm(use_fast_accum=False)
+int8->fp16  s8 -> fp16, s32 accumulate, scaled          torch._int_mm + one-pass scale to fp16
+int8->int8  s8 -> s8, scaled and saturated              torch._int_mm + one-pass requant to int8
+==========  ==========================================  ============================================
 
-Both sides are timed in this run, one after the other per layer (the tile choice may come from the
-tuning cache; its time is measured again here). The network ratio is the sum of the six layers.
-A ratio > 1 means CUTLASS is faster.
+The network ratio is over the sum of the six layers. ratio = PyTorch ms / CUTLASS ms (> 1: CUTLASS
+faster). Every candidate tried is in the JSON with its median or its error.
 
-    python benchmarks/kernels/bench_vs_cublas.py --out benchmarks/results/h100_kernels_vs_cublas
+    python benchmarks/kernels/bench_vs_cublas.py --cache-dir DIR --out benchmarks/results/h200_kernels_vs_cublas
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
+import sys
+import time
 from pathlib import Path
 
 from mpsearch.network import Op, preset
 
-FORMATS = ("fp16", "bf16", "fp8_e4m3", "int8", "int4")
+CASES = (  # (label, in format, out format, fp8 fast accumulation)
+    ("fp16", "fp16", "fp16", True),
+    ("bf16", "bf16", "bf16", True),
+    ("fp8 fast-accum", "fp8_e4m3", "fp16", True),
+    ("fp8 exact-accum", "fp8_e4m3", "fp16", False),
+    ("int8->fp16", "int8", "fp16", True),
+    ("int8->int8", "int8", "int8", True),
+)
+FINALISTS = 3
 
 
-def cublas_launch(torch, fmt: str, a, w, fast_accum: bool = True):
-    if fmt in ("fp16", "bf16"):
-        return lambda: torch.matmul(a, w.t())
-    if fmt == "fp8_e4m3":
-        one = torch.ones((), device="cuda", dtype=torch.float32)
-        return lambda: torch._scaled_mm(a, w.t(), scale_a=one, scale_b=one, out_dtype=torch.float16,
-                                        use_fast_accum=fast_accum)
-    if fmt == "int8":
-        return lambda: torch._int_mm(a, w.t())
-    return None
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="benchmarks/results/h100_kernels_vs_cublas")
-    parser.add_argument("--cache-dir")
-    parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache-dir", required=True)
+    ap.add_argument("--out", required=True, help="path without suffix: writes .json and .md")
+    ap.add_argument("--designs", choices=("sweep", "stage1"), default="sweep")
+    ap.add_argument("--cases", default=",".join(c[0] for c in CASES))
+    ap.add_argument("--layers", default="fc1,fc2,fc3,fc4,fc5,fc6")
+    args = ap.parse_args(argv)
 
     import torch
 
-    from mpsearch.backends.cutlass import CutlassBackend
+    from mpsearch.backends.cutlass import CutlassBackend, catalog
+    from mpsearch.backends.gpu.base import chain, op_key
+    from mpsearch.backends.pytorch import TorchBackend
 
-    backend = CutlassBackend(cache_dir=args.cache_dir, repeats=args.repeats)
+    cases = [c for c in CASES if c[0] in args.cases.split(",")]
+    designs = catalog.SWEEP if args.designs == "sweep" else catalog.STAGE1
     network = preset("mlp6")
+    layers = [l for l in network.layers if l.name in args.layers.split(",")]
+    started = time.monotonic()
+    cut = CutlassBackend(cache_dir=args.cache_dir, local_search=0)
+    ref = TorchBackend(progress=lambda line: None)
+    ref._pool = cut._pool  # the same operands for both libraries
     rows = []
-    for fmt in FORMATS:
-        for layer in network.layers:
-            m, n, k = layer.m, layer.n, layer.k
-            op = Op("gemm", layer.name, m, n, k, fmt, "fp16")
-            record = backend.tune(op)
-            # Re-time the chosen kernel here, beside cuBLAS: timings drift between runs and machines,
-            # so only numbers from one run are compared.
-            cut = statistics.median(backend.time_launch(backend.op_launcher(op), what=f"CUTLASS {fmt} {m}x{n}x{k}"))
-            a = backend.operand("A", fmt, m, k)
-            w = backend.operand("W", fmt, n, k)
-            row = {"format": fmt, "layer": layer.name, "m": m, "n": n, "k": k, "cutlass_ms": cut,
-                   "cutlass_kernel": record["kernel"], "cutlass_check_rel_err": record["check_rel_err"],
-                   "cutlass_tiles_tried": len(record["candidates"])}
-            launch = cublas_launch(torch, fmt, a, w)
-            if launch is not None:
-                samples = backend.time_launch(launch, what=f"cuBLAS {fmt} {m}x{n}x{k}")
-                row["cublas_ms"] = statistics.median(samples)
-                row["ratio_cublas_over_cutlass"] = row["cublas_ms"] / cut
-            if fmt == "fp8_e4m3":
-                samples = backend.time_launch(cublas_launch(torch, fmt, a, w, fast_accum=False),
-                                              what=f"cuBLAS fp8 (exact accumulate) {m}x{n}x{k}")
-                row["cublas_exact_accum_ms"] = statistics.median(samples)
+    for label, in_fmt, out_fmt, fast_accum in cases:
+        cut.fp8_fast_accum = fast_accum
+        ref.fp8_fast_accum = fast_accum
+        kernel_out = catalog.fused_output(in_fmt, out_fmt)
+        these = designs if fast_accum or in_fmt != "fp8_e4m3" else [d for d in designs if d.schedule == catalog.COOPERATIVE]
+        specs = cut.candidate_specs(in_fmt, kernel_out, these)
+        for layer in layers:
+            op = Op("gemm", layer.name, layer.m, layer.n, layer.k, in_fmt, out_fmt)
+            t0 = time.monotonic()
+            record = cut._tune_gemm(op, specs, kernel_out)  # check every candidate, race them
+            timed = {lbl: c for lbl, c in record["candidates"].items() if "median_ms" in c}
+            finalists = sorted(timed, key=lambda lbl: timed[lbl]["median_ms"])[:FINALISTS]
+            launches = {}
+            a = cut.operand("A", in_fmt, op.m, op.k)
+            for lbl in finalists:
+                rec = {**record, "tile": timed[lbl]["tile"], "schedule": timed[lbl]["schedule"]}
+                cut._tuned[op_key(op)] = rec
+                out = cut._pool.empty(f"bench.{lbl}", out_fmt, op.m, op.n)
+                launches["cutlass " + lbl] = chain(*cut.gemm_launches(op, a, out, f"bench.{lbl}"))
+            cut._tuned.pop(op_key(op), None)
+            ref_record = ref.op_record(op)  # checks PyTorch's result against float64 too
+            ref._records.pop(op_key(op), None)
+            out = ref._pool.empty("bench.torch", out_fmt, op.m, op.n)
+            launches["pytorch " + ref.kernel_name(op)] = chain(*ref.gemm_launches(op, a, out, "bench.torch"))
+            final = cut.time_interleaved(launches, f"final {label} {layer.name}")
+            best = min((k for k in final if k.startswith("cutlass ")), key=lambda k: final[k].median_ms)
+            torch_key = next(k for k in final if k.startswith("pytorch "))
+            row = {
+                "case": label, "layer": layer.name, "m": op.m, "n": op.n, "k": op.k,
+                "cutlass_ms": final[best].median_ms, "cutlass_kernel": best[len("cutlass "):],
+                "pytorch_ms": final[torch_key].median_ms, "pytorch_kernel": torch_key[len("pytorch "):],
+                "ratio": final[torch_key].median_ms / final[best].median_ms,
+                "cutlass_check_rel_err": timed[best[len("cutlass "):]]["check_rel_err"],
+                "pytorch_check_rel_err": ref_record["check_rel_err"],
+                "final_samples": {k: len(m.samples) for k, m in final.items()},
+                "final_stop": {k: m.stop for k, m in final.items()},
+                "telemetry": final[best].summary()["telemetry"],
+                "candidates": record["candidates"], "seconds": round(time.monotonic() - t0, 1),
+            }
             rows.append(row)
-            print(f"{fmt:9s} {layer.name} {m}x{n}x{k}: CUTLASS {cut:.4f} ms"
-                  + (f", cuBLAS {row['cublas_ms']:.4f} ms, ratio {row['ratio_cublas_over_cutlass']:.3f}" if "cublas_ms" in row else ", no cuBLAS")
-                  + f"  [{record['kernel']}]", flush=True)
+            print(f"{label:16s} {layer.name} {op.m}x{op.n}x{op.k}: CUTLASS {row['cutlass_ms']:.4f} ms, PyTorch "
+                  f"{row['pytorch_ms']:.4f} ms, ratio {row['ratio']:.3f}  [{row['cutlass_kernel']}] "
+                  f"({len(timed)}/{len(record['candidates'])} candidates timed, {row['seconds']} s)", flush=True)
     networks = {}
-    for fmt in FORMATS:
-        mine = [r for r in rows if r["format"] == fmt]
-        entry = {"cutlass_ms": sum(r["cutlass_ms"] for r in mine)}
-        if all("cublas_ms" in r for r in mine):
-            entry["cublas_ms"] = sum(r["cublas_ms"] for r in mine)
-            entry["ratio_cublas_over_cutlass"] = entry["cublas_ms"] / entry["cutlass_ms"]
-            entry["layers_at_or_above_1"] = sum(r["ratio_cublas_over_cutlass"] >= 1.0 for r in mine)
-        networks[fmt] = entry
-    driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                            capture_output=True, text=True).stdout.strip()
-    prov = backend.provenance()
-    result = {"device": backend.device, "driver": driver, "cuda": torch.version.cuda, "torch": torch.__version__,
-              "cutlass": prov["cutlass"], "mpsearch": prov["mpsearch"], "timing": prov["timing"],
-              "network": "mlp6 (per-layer sum)", "layers": rows, "networks": networks}
+    for label, *_ in cases:
+        mine = [r for r in rows if r["case"] == label]
+        if len(mine) == len(layers):
+            cut_ms, ref_ms = sum(r["cutlass_ms"] for r in mine), sum(r["pytorch_ms"] for r in mine)
+            networks[label] = {"cutlass_ms": cut_ms, "pytorch_ms": ref_ms, "ratio": ref_ms / cut_ms,
+                               "layers_at_or_above_1": sum(r["ratio"] >= 1.0 for r in mine), "layers": len(mine)}
+    prov = cut.provenance()
+    result = {"device": cut.device, "provenance": prov, "designs": args.designs, "network": "mlp6 (sum of layers)",
+              "layers": rows, "networks": networks, "seconds": round(time.monotonic() - started, 1)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"# Tuned CUTLASS vs cuBLAS on mlp6, {backend.device}", "",
-             f"driver {driver}, CUDA {torch.version.cuda}, torch {torch.__version__}, nvidia-cutlass {prov['cutlass']}, "
-             f"mpsearch {prov['mpsearch']}; timing: {prov['timing']['warmup']} warm-up, {args.repeats} repeats, "
-             f"{prov['timing']['l2']}, medians. ratio = cuBLAS ms / CUTLASS ms (> 1: CUTLASS faster).", "",
-             "| format | layer | m x n x k | CUTLASS ms | cuBLAS ms | ratio | CUTLASS kernel |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['format']} | {r['layer']} | {r['m']}x{r['n']}x{r['k']} | {r['cutlass_ms']:.4f} | "
-                     + (f"{r['cublas_ms']:.4f} | {r['ratio_cublas_over_cutlass']:.3f}" if "cublas_ms" in r else "- | -")
-                     + f" | {r['cutlass_kernel']} |")
-    lines += ["", "| format | network CUTLASS ms | network cuBLAS ms | ratio | layers >= 1.0x |", "|---|---|---|---|---|"]
-    for fmt, e in networks.items():
-        lines.append(f"| {fmt} | {e['cutlass_ms']:.4f} | " + (f"{e['cublas_ms']:.4f} | {e['ratio_cublas_over_cutlass']:.3f} | {e['layers_at_or_above_1']}/6 |" if "cublas_ms" in e else "- | - | - |"))
-    fp8 = [r for r in rows if "cublas_exact_accum_ms" in r]
-    lines += ["", "fp8 cuBLAS without fast accumulation (ms): " + ", ".join(f"{r['layer']} {r['cublas_exact_accum_ms']:.4f}" for r in fp8)]
+    lines = [f"| case | layer | m x n x k | CUTLASS ms | PyTorch ms | ratio | CUTLASS kernel |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['case']} | {r['layer']} | {r['m']}x{r['n']}x{r['k']} | {r['cutlass_ms']:.4f} | {r['pytorch_ms']:.4f} | "
+              f"{r['ratio']:.3f} | {r['cutlass_kernel']} |" for r in rows]
+    lines += ["", "| case | network CUTLASS ms | network PyTorch ms | ratio | layers >= 1.0x |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {e['cutlass_ms']:.4f} | {e['pytorch_ms']:.4f} | {e['ratio']:.3f} | {e['layers_at_or_above_1']}/{e['layers']} |"
+              for k, e in networks.items()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -38,6 +38,9 @@ OPS_COLUMNS = (
     "kernel", "check_rel_err",
 )
 NETWORKS_COLUMNS = ("network", "fingerprint", "config", "median_ms", "p10_ms", "p90_ms", "n_samples", "samples_ms")
+# Optional: which pass over the space a row belongs to (a recording may measure every configuration
+# several times, in shuffled orders); replay pools the samples of all passes.
+NETWORKS_OPTIONAL = ("pass",)
 FILES = ("provenance.json", "ops.csv", "networks.csv")
 END_TO_END = "end-to-end recording"
 SUM_OF_OPS = "sum of recorded per-op latencies"
@@ -187,7 +190,7 @@ def _load_cached(path_text: str, _stamps: tuple) -> Recording:
     path = Path(path_text)
     provenance = _read_provenance(path / "provenance.json")
     ops_frame = _read_table(path / "ops.csv", OPS_COLUMNS, _validate_ops)
-    networks_frame = _read_table(path / "networks.csv", NETWORKS_COLUMNS, _validate_networks)
+    networks_frame = _read_table(path / "networks.csv", NETWORKS_COLUMNS, _validate_networks, NETWORKS_OPTIONAL)
     ops = _pool(ops_frame, ["kind", "m", "n", "k", "fmt", "out_fmt"])
     networks = _pool(networks_frame, ["fingerprint", "config"])
     sha = {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in FILES}
@@ -212,7 +215,7 @@ def _read_provenance(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_table(path: Path, columns: tuple[str, ...], validate) -> Any:
+def _read_table(path: Path, columns: tuple[str, ...], validate, optional: tuple[str, ...] = ()) -> Any:
     import pandas as pd
 
     try:
@@ -222,10 +225,11 @@ def _read_table(path: Path, columns: tuple[str, ...], validate) -> Any:
         raise InvalidSpecError(f"{path}: not a readable CSV ({str(err).strip()}); fix or re-record it") from None
     found = [str(c) for c in frame.columns]
     missing = [c for c in columns if c not in found]
-    unknown = [c for c in found if c not in columns]
+    unknown = [c for c in found if c not in columns and c not in optional]
     if missing or unknown:
+        also = f" (optionally also {','.join(optional)})" if optional else ""
         raise InvalidSpecError(
-            f"{path}: columns must be exactly {','.join(columns)}; "
+            f"{path}: columns must be exactly {','.join(columns)}{also}; "
             + "; ".join(filter(None, [missing and f"missing {', '.join(missing)}", unknown and f"unexpected {', '.join(unknown)}"]))
         )
     if frame.empty:
@@ -312,6 +316,8 @@ def _validate_networks(path: Path, frame):
     _first_bad(path, frame, "config", bad,
                f"must be canonical format names joined by commas in layer order ({', '.join(FORMATS)})")
     _timings(path, frame)
+    if "pass" in frame.columns:
+        frame["pass"] = _numbers(path, frame, "pass", integer=True, minimum=1)
     return frame
 
 

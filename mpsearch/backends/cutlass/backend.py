@@ -320,8 +320,10 @@ class CutlassBackend(GpuBackend):
             raise KernelCheckError(f"no {in_fmt}->{out_fmt} kernel for {m}x{n}x{k} passed its float64 check: {reasons}")
         timed = self.time_interleaved(launches, f"tuning {op_key(op)}", race_margin=RACE_MARGIN)
         for label, meas in timed.items():
+            spec, schedule = chosen[label]
             candidates[label] = {"median_ms": meas.median_ms, "n_samples": len(meas.samples), "stop": meas.stop,
-                                 "check_rel_err": errors[label]}
+                                 "check_rel_err": errors[label], "tile": spec.tile,
+                                 "schedule": list(schedule) if schedule else None}
             self._trace(f"    {label}: {meas.median_ms:.4f} ms ({meas.stop}), err {errors[label]:.2e}")
         best = min((lbl for lbl in timed if not timed[lbl].eliminated), key=lambda lbl: timed[lbl].median_ms)
         spec, schedule = chosen[best]

@@ -1,0 +1,276 @@
+"""Record per-op and end-to-end latencies on this machine's GPU into ``studies/data/<name>/``.
+
+Runs the CUTLASS backend (tuned, float64-checked kernels, the sustained timing protocol) and writes
+the recording format the replay backend reads (``studies/data/README.md``): ``provenance.json``,
+``ops.csv``, ``networks.csv``. A GPU session is short, so every phase stops at ``--deadline-s`` and
+resumes: rows already written are kept and not measured again; tuned ops come from the tuning cache.
+
+End-to-end rows are measured in passes over the whole space, each pass in its own shuffled order
+(seeded by the pass number), and every pass is kept (column ``pass``): replay serves the samples of
+all passes pooled, and a search can be judged against that multi-pass value.
+
+    python benchmarks/record.py ops --out studies/data/h200                 # tune + per-op rows
+    python benchmarks/record.py networks --passes 3 --out studies/data/h200 # mlp6, both menus
+    python benchmarks/record.py import-study --storage sqlite:///x.db --name mlp6 --pass 1 --out ...
+    python benchmarks/record.py provenance --out studies/data/h200
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from mpsearch.backends.replay import NETWORKS_COLUMNS, OPS_COLUMNS, possible_ops
+from mpsearch.network import preset
+from mpsearch.space import SearchSpace
+
+NETWORKS_WITH_PASS = NETWORKS_COLUMNS + ("pass",)
+
+MENU_DEFAULT = ("fp16", "fp8_e4m3", "int8")
+MENU_INT4 = ("fp16", "int8", "int4")
+ALL_SM90 = ("fp16", "bf16", "fp8_e4m3", "int8", "int4")
+# Per-op rows, in priority order (what the search benchmarks need first).
+OP_PLAN = (
+    ("mlp6", MENU_DEFAULT), ("mlp6", MENU_INT4),
+    ("llama8b-block-prefill", ALL_SM90), ("llama8b-block-decode", ALL_SM90),
+    ("mlp6", ALL_SM90), ("mlp6-decode", ALL_SM90),
+)
+NETWORK_PLAN = {"default": ("mlp6", MENU_DEFAULT), "int4": ("mlp6", MENU_INT4)}
+
+
+def sig(x: float) -> str:
+    """4 significant digits, the recording's precision."""
+    return f"{x:.4g}"
+
+
+def make_backend(args: argparse.Namespace):
+    from mpsearch.backends.cutlass import CutlassBackend
+
+    return CutlassBackend(cache_dir=args.cache_dir, jobs=args.jobs)
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def op_row(rec: dict) -> dict:
+    return {
+        "kind": rec["kind"], "m": rec["m"], "n": rec["n"], "k": rec["k"], "fmt": rec["fmt"], "out_fmt": rec["out_fmt"],
+        "median_ms": sig(rec["median_ms"]), "p10_ms": sig(rec["p10_ms"]), "p90_ms": sig(rec["p90_ms"]),
+        "n_samples": rec["n_samples"], "samples_ms": " ".join(sig(s) for s in rec["samples_ms"]),
+        "kernel": rec["kernel"], "check_rel_err": f"{rec['check_rel_err']:.3g}",
+    }
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_ops(out: Path, rows: dict) -> None:
+    tmp = out / "ops.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=OPS_COLUMNS)
+        writer.writeheader()
+        for key in sorted(rows, key=str):
+            writer.writerow(rows[key])
+    os.replace(tmp, out / "ops.csv")
+
+
+def cmd_ops(args: argparse.Namespace) -> None:
+    backend = make_backend(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + args.deadline_s
+    rows: dict[tuple, dict] = {}
+    for row in _read_rows(out / "ops.csv"):
+        rows[(row["kind"], int(row["m"]), int(row["n"]), int(row["k"]), row["fmt"], row["out_fmt"])] = row
+    failures = []
+    plan = [p for p in OP_PLAN if not args.only or p[0] in args.only]
+    hung = False
+    for name, menu in plan:
+        if hung:
+            break
+        network = preset(name)
+        ops = sorted(possible_ops(SearchSpace(network, menu)).values(), key=lambda o: (o.kind, -o.m * o.n * o.k))
+        say(f"{name} {','.join(menu)}: {len(ops)} distinct ops")
+        backend.prepare(network, menu)
+        for op in ops:
+            key = (op.kind, op.m, op.n, op.k, op.fmt, op.out_fmt)
+            if key in rows:
+                continue
+            if time.monotonic() > deadline:
+                say("deadline reached: stopping (rerun to continue from the tuning cache)")
+                break
+            try:
+                rec = backend.tune(op)
+            except Exception as err:  # record why, go on with the other ops
+                if "hangs" in str(err):
+                    say(f"  HANG {key}: {err}")
+                    hung = True
+                    break
+                failures.append(f"{key}: {type(err).__name__}: {err}")
+                say(f"  FAILED {key}: {err}")
+                continue
+            rows[key] = op_row(rec)
+            if len(rows) % 20 == 0:
+                _write_ops(out, rows)
+            say(f"  {op.kind} {op.m}x{op.n}x{op.k} {op.fmt}->{op.out_fmt}: {rec['median_ms']:.4f} ms  {rec['kernel']}  err {rec['check_rel_err']:.2e}")
+    _write_ops(out, rows)
+    (out / "ops_failures.txt").write_text("\n".join(failures) + ("\n" if failures else ""))
+    say(f"wrote {len(rows)} op rows, {len(failures)} failures")
+
+
+def _network_row(name: str, network, config_key: str, samples: list[float], pass_no: int) -> dict:
+    q = statistics.quantiles(samples, n=10, method="inclusive")
+    return {"network": name, "fingerprint": network.fingerprint(), "config": config_key,
+            "median_ms": sig(statistics.median(samples)), "p10_ms": sig(q[0]), "p90_ms": sig(q[-1]),
+            "n_samples": len(samples), "samples_ms": " ".join(sig(s) for s in samples), "pass": pass_no}
+
+
+def _networks_writer(path: Path):
+    new_file = not path.exists()
+    f = open(path, "a", newline="")
+    writer = csv.DictWriter(f, fieldnames=NETWORKS_WITH_PASS)
+    if new_file:
+        writer.writeheader()
+    return f, writer
+
+
+def cmd_networks(args: argparse.Namespace) -> None:
+    """Every configuration of each menu in ``--menus``, ``--passes`` times, each pass shuffled."""
+    backend = make_backend(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "networks.csv"
+    done = {(r["fingerprint"], r["config"], int(r.get("pass") or 1)) for r in _read_rows(path)}
+    deadline = time.monotonic() + args.deadline_s
+    f, writer = _networks_writer(path)
+    with f:
+        for pass_no in range(1, args.passes + 1):
+            for menu_key in args.menus.split(","):
+                name, menu = NETWORK_PLAN[menu_key]
+                network = preset(name)
+                space = SearchSpace(network, menu)
+                backend.prepare(network, menu)
+                configs = list(space.all_configs())
+                random.Random(pass_no).shuffle(configs)
+                todo = [c for c in configs if (network.fingerprint(), c.key, pass_no) not in done]
+                say(f"pass {pass_no}: {name} {','.join(menu)}: {len(configs)} configs, {len(todo)} to measure")
+                start = time.monotonic()
+                for i, config in enumerate(todo):
+                    if time.monotonic() > deadline:
+                        say("deadline reached: stopping (rerun to continue)")
+                        return
+                    try:
+                        result = backend.measure(network, config)
+                    except Exception as err:  # a config whose kernels fail is left out, and said so
+                        say(f"  FAILED {name} {config.key}: {type(err).__name__}: {err}"[:400])
+                        if "hangs" in str(err):
+                            return
+                        continue
+                    writer.writerow(_network_row(name, network, config.key, list(result.samples), pass_no))
+                    done.add((network.fingerprint(), config.key, pass_no))
+                    if i % 50 == 0:
+                        f.flush()
+                        say(f"  {i + 1}/{len(todo)} ({time.monotonic() - start:.0f} s): {config.key} {result.ms:.3f} ms "
+                            f"({result.extra['timing']['n_samples']} samples, {result.extra['timing']['stop']})")
+                say(f"pass {pass_no} {menu_key}: {len(todo)} configs in {time.monotonic() - start:.0f} s")
+
+
+def cmd_import_study(args: argparse.Namespace) -> None:
+    """End-to-end rows from a study measured by ``mpsearch enumerate`` (its trials' samples) as one pass."""
+    from mpsearch.network import Network
+    from mpsearch.search.storage import open_storage
+    from mpsearch.search.study import load_study
+
+    study, spec = load_study(open_storage(args.storage), args.storage, args.name)
+    network = Network.from_dict(spec.network)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "networks.csv"
+    done = {(r["fingerprint"], r["config"], int(r.get("pass") or 1)) for r in _read_rows(path)}
+    f, writer = _networks_writer(path)
+    added = 0
+    with f:
+        for trial in study.get_trials(deepcopy=False):
+            attrs = trial.user_attrs
+            samples = attrs.get("latency_samples_ms")
+            if trial.state.name != "COMPLETE" or not samples or "repeat_of" in attrs or attrs.get("latency_source") != "measured":
+                continue
+            key = attrs["config"]  # the canonical formats in layer order, as every measured trial stores them
+            if (network.fingerprint(), key, args.pass_no) in done:
+                continue
+            writer.writerow(_network_row(args.network_name or spec.network["name"], network, key, samples, args.pass_no))
+            added += 1
+    say(f"imported {added} configurations of study {args.name} as pass {args.pass_no}")
+
+
+def cmd_provenance(args: argparse.Namespace) -> None:
+    backend = make_backend(args)
+    prov = backend.provenance()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ops_n = len(_read_rows(out / "ops.csv"))
+    nets = _read_rows(out / "networks.csv")
+    passes: dict[str, set[int]] = {}
+    for r in nets:
+        passes.setdefault(r["config"], set()).add(int(r.get("pass") or 1))
+    from mpsearch.backends.cutlass import catalog
+
+    record = {
+        **{k: prov[k] for k in ("device", "arch", "driver", "cuda", "cutlass", "torch", "mpsearch", "nvcc", "cuda_python",
+                                "kernel_build", "fp8_fast_accum", "local_search", "regime", "timing", "telemetry")},
+        "date": dt.date.today().isoformat(),
+        "protocol": ("sustained timing protocol (mpsearch.backends.timing): steady state before sampling, samples "
+                     "until the median's 95% interval is within +-0.5% or a recorded cap, L2 flushed before each "
+                     "sample, spin-held launch queue, NVML telemetry"),
+        "backend": "mpsearch CUTLASS backend (two-stage tuning per shape and format pair, float64-checked)",
+        "stage1_designs": [d.key(64) for d in catalog.STAGE1],
+        "notes": (
+            f"{ops_n} ops; {len(nets)} end-to-end rows over {len(passes)} configurations "
+            f"({sum(len(v) for v in passes.values())} config-passes). Ops: every op Network.ops() produces for "
+            + "; ".join(f"{n} over {{{','.join(m)}}}" for n, m in OP_PLAN)
+            + ". End to end: " + "; ".join(f"{n} over {{{','.join(m)}}}" for n, m in NETWORK_PLAN.values())
+            + ", each configuration in every pass listed in column pass (shuffled order per pass). kernel = the "
+              "tuned choice for that op; a GEMM whose output no epilogue writes (int4) says '+ separate "
+              "<conversion>' and includes it. int4 runs CUTLASS's sm_80 kernels, emulated on sm_90. "
+              "GEMMs compute D = sat(alpha * A @ W^T), A row-major, W [N,K]. " + args.notes
+        ),
+    }
+    (out / "provenance.json").write_text(json.dumps(record, indent=1) + "\n")
+    say(f"wrote {out / 'provenance.json'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase", choices=("ops", "networks", "import-study", "provenance"))
+    parser.add_argument("--out", default="studies/data/h200")
+    parser.add_argument("--cache-dir", default=os.environ.get("MPSEARCH_CACHE_DIR"))
+    parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--deadline-s", type=float, default=1e9, help="stop (resumably) after this many seconds")
+    parser.add_argument("--only", nargs="*", help="ops: only these presets")
+    parser.add_argument("--passes", type=int, default=3, help="networks: passes over each space")
+    parser.add_argument("--menus", default="default,int4", help="networks: default (fp16,fp8,int8) and/or int4")
+    parser.add_argument("--storage", help="import-study: the study's storage URL")
+    parser.add_argument("--name", help="import-study: the study's name")
+    parser.add_argument("--network-name", help="import-study: the network column (default: the study's network)")
+    parser.add_argument("--pass", dest="pass_no", type=int, default=1, help="import-study: the pass it counts as")
+    parser.add_argument("--notes", default="")
+    args = parser.parse_args(argv)
+    {"ops": cmd_ops, "networks": cmd_networks, "import-study": cmd_import_study,
+     "provenance": cmd_provenance}[args.phase](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

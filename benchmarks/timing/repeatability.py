@@ -1,0 +1,132 @@
+"""How repeatable is a measured latency, and what does it cost? Six mlp6 configurations, each
+measured in several separate processes under several timing protocols.
+
+For each protocol variant and configuration: the medians of the processes, their max/min (the
+repeatability target is <= 1.01), and the seconds each measurement took (warm-up included). The
+variants trade time for spread; the default protocol is chosen from this table. Processes run one
+after another, as separate runs of mpsearch would; inside a process the variants' order rotates so
+none is always measured first.
+
+    python benchmarks/timing/repeatability.py --backend cutlass --cache-dir DIR --out benchmarks/results/h200_repeatability
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIGS = (
+    "fp16,fp16,fp16,fp16,fp16,fp16",
+    "fp8_e4m3,fp8_e4m3,fp8_e4m3,fp8_e4m3,fp8_e4m3,fp8_e4m3",
+    "int8,int8,int8,int8,int8,int8",
+    "fp8_e4m3,fp16,int8,fp16,fp8_e4m3,int8",
+    "fp16,fp8_e4m3,fp8_e4m3,int8,int8,fp16",
+    "int8,fp8_e4m3,fp16,fp8_e4m3,fp16,fp8_e4m3",
+)
+MENU = ("fp16", "fp8_e4m3", "int8")
+VARIANTS = {  # name -> TimingProtocol keyword arguments
+    "quick": {"target_ci": 0.01, "warmup_min_s": 0.05, "sample_cap_s": 0.3},
+    "default": {},
+    "careful": {"target_ci": 0.0025, "warmup_min_s": 0.3, "sample_cap_s": 2.0},
+    "burst": {"regime": "burst"},
+}
+
+
+def child(args: argparse.Namespace) -> None:
+    from mpsearch.backends.timing import TimingProtocol
+    from mpsearch.network import preset
+    from mpsearch.space import SearchSpace
+
+    network = preset("mlp6")
+    space = SearchSpace(network, MENU)
+    if args.backend == "cutlass":
+        from mpsearch.backends.cutlass import CutlassBackend
+
+        backend = CutlassBackend(cache_dir=args.cache_dir)
+    else:
+        from mpsearch.backends.pytorch import TorchBackend
+
+        backend = TorchBackend()
+    backend.prepare(network, MENU)
+    configs = [space.parse_config(c) for c in CONFIGS]
+    for config in configs:  # tune / check every op first, so the variants time kernels only
+        for op in network.ops(config.formats):
+            backend.op_record(op)
+    variants = args.variants.split(",")
+    k = args.index % len(variants)
+    for variant in variants[k:] + variants[:k]:
+        backend.protocol = TimingProtocol(**VARIANTS[variant])
+        for config in configs:
+            t0 = time.monotonic()
+            result = backend.measure(network, config)
+            timing = result.extra["timing"]
+            print(json.dumps({"process": args.index, "variant": variant, "config": config.key, "ms": result.ms,
+                              "seconds": time.monotonic() - t0, "n_samples": timing["n_samples"], "stop": timing["stop"],
+                              "warmup": timing["warmup"], "telemetry": timing["telemetry"] if "absent" in timing["telemetry"]
+                              else {k: v for k, v in timing["telemetry"].items()}}), flush=True)
+    backend.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", choices=("cutlass", "torch"), default="cutlass")
+    ap.add_argument("--cache-dir")
+    ap.add_argument("--processes", type=int, default=5)
+    ap.add_argument("--variants", default="quick,default,careful")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child is not None:
+        args.index = args.child
+        child(args)
+        return 0
+    rows = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = out.with_suffix(".log").open("w")
+    for index in range(args.processes):
+        cmd = [sys.executable, __file__, "--backend", args.backend, "--variants", args.variants, "--out", args.out,
+               "--child", str(index)] + (["--cache-dir", args.cache_dir] if args.cache_dir else [])
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        log.write(proc.stderr)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"process {index} failed")
+        mine = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        rows += mine
+        print(f"process {index}: {len(mine)} measurements in {time.monotonic() - t0:.0f} s", flush=True)
+    summary = []
+    for variant in args.variants.split(","):
+        for config in CONFIGS:
+            mine = [r for r in rows if r["variant"] == variant and r["config"] == config]
+            medians = [r["ms"] for r in mine]
+            summary.append({"variant": variant, "config": config, "medians_ms": medians,
+                            "max_over_min": max(medians) / min(medians),
+                            "seconds_median": statistics.median(r["seconds"] for r in mine),
+                            "samples_median": statistics.median(r["n_samples"] for r in mine),
+                            "stops": sorted({r["stop"] for r in mine})})
+    result = {"backend": args.backend, "processes": args.processes, "variants": {v: VARIANTS[v] for v in args.variants.split(",")},
+              "rows": rows, "summary": summary}
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = ["| variant | config | max/min of medians | s per measurement | samples | medians (ms) |", "|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['variant']} | {s['config']} | {s['max_over_min']:.4f} | {s['seconds_median']:.2f} | "
+                     f"{s['samples_median']:.0f} | {' '.join(f'{m:.4f}' for m in s['medians_ms'])} |")
+    for variant in args.variants.split(","):
+        worst = max(s["max_over_min"] for s in summary if s["variant"] == variant)
+        secs = statistics.mean(s["seconds_median"] for s in summary if s["variant"] == variant)
+        lines.append(f"\n{variant}: worst max/min {worst:.4f}, mean {secs:.2f} s per measurement")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
