@@ -5,7 +5,7 @@ will need are compiled beforehand on any machine with the CUDA toolkit, and the 
 carried to the GPU host (a warm run there compiles nothing). Groups, in the order they are built:
 
 - ``sweep``: every design of ``catalog.SWEEP`` for the pairs the kernel benchmark compares with
-  cuBLAS (fp16->fp16, bf16->bf16, fp8->fp16 with fast accumulation, int8->fp16); the cooperative
+  cuBLAS (fp16->fp16, bf16->bf16, fp8->fp16 with fast accumulation, int8->fp16, int8->int8); the cooperative
   stage-1 designs of fp8 without fast accumulation;
 - ``menu``: the stage-1 designs of every other pair of the default Hopper menu (fp16, fp8, int8);
 - ``bf16`` / ``int4``: the pairs that involve bf16 or int4 (sm_80 kernels), for per-op recordings.
@@ -25,7 +25,7 @@ from mpsearch.backends.cutlass.compile import compile_operations
 from mpsearch.backends.cutlass.shim import import_cutlass
 
 ARCH = 90
-BENCH_PAIRS = (("fp16", "fp16"), ("bf16", "bf16"), ("fp8_e4m3", "fp16"), ("int8", "fp16"))
+BENCH_PAIRS = (("fp16", "fp16"), ("bf16", "bf16"), ("fp8_e4m3", "fp16"), ("int8", "fp16"), ("int8", "int8"))
 MENU = ("fp16", "fp8_e4m3", "int8")
 
 

@@ -131,13 +131,18 @@ def open_telemetry(pci_bus_id: str | None = None, index: int = 0, nvml: Any = No
             return NoTelemetry("NVML is not available (pip install nvidia-ml-py)")
     try:
         nvml.nvmlInit()
-        if pci_bus_id:
-            handle = nvml.nvmlDeviceGetHandleByPciBusId_v2(pci_bus_id)
-        else:
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
     except Exception as err:  # NVMLError, or a library that fails to load: both mean "absent"
         return NoTelemetry(f"NVML refused ({str(err).strip() or type(err).__name__})")
-    return NvmlTelemetry(nvml, handle)
+    try:
+        if pci_bus_id:
+            return NvmlTelemetry(nvml, nvml.nvmlDeviceGetHandleByPciBusId_v2(pci_bus_id))
+    except Exception:  # a bus id NVML spells differently: one visible GPU is still unambiguous
+        if nvml.nvmlDeviceGetCount() != 1:
+            return NoTelemetry(f"NVML knows no GPU on PCI bus {pci_bus_id}")
+    try:
+        return NvmlTelemetry(nvml, nvml.nvmlDeviceGetHandleByIndex(index))
+    except Exception as err:
+        return NoTelemetry(f"NVML refused ({str(err).strip() or type(err).__name__})")
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -262,24 +262,30 @@ def _stop_reason(samples: list[float], protocol: TimingProtocol, elapsed: float)
 
 
 def _warm_up(launches: Mapping[str, Callable[[], None]], batches: Mapping[str, int], protocol: TimingProtocol,
-             timer: GpuTimer, telemetry: Telemetry | None, what: str, now: Callable[[], float], t0: float) -> dict[str, Any]:
+             timer: GpuTimer, telemetry: Telemetry | None, what: str, now: Callable[[], float], t0: float,
+             scale: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Bring the GPU to the regime's starting state; returns what it took (for the record).
 
-    With several launches (interleaved candidates), one iteration is one pass over all of them and
-    its latency is the pass's sum of per-launch medians."""
+    With several launches (interleaved candidates), they are visited round-robin and each visit's
+    median is divided by that launch's ``scale`` (its first probe), so one series of comparable
+    iterations tracks the GPU's state however different the candidates' speeds."""
     if protocol.regime == BURST:
         timer.idle(protocol.cool_s)
         return {"regime": BURST, "idle_s": protocol.cool_s}
     history: list[_Iteration] = []
     start = now()
     steady = False
+    names = list(launches)
+    visit = 0
     while True:
-        total = 0.0
-        for name, launch in launches.items():
-            total += statistics.median(timer.run_batch(launch, batches[name], what))
+        name = names[visit % len(names)]
+        visit += 1
+        value = statistics.median(timer.run_batch(launches[name], batches[name], what))
+        if scale:
+            value /= scale[name]
         t = now()
         reading = telemetry.read() if telemetry is not None else None
-        history.append(_Iteration(t - t0, total, reading.sm_mhz if reading else None,
+        history.append(_Iteration(t - t0, value, reading.sm_mhz if reading else None,
                                   bool(reading.throttle & POWER_CAP_BIT) if reading else None))
         elapsed = t - start
         settled = history[-1].power_capped is not False or elapsed >= protocol.uncapped_hold_s
@@ -307,7 +313,7 @@ def measure_interleaved(launches: Mapping[str, Callable[[], None]], protocol: Ti
     probes = {name: timer.run_batch(launches[name], 1, f"{what}: {name}")[0] for name in names}
     # Short visits keep the interleaving fine-grained: about 1 ms of GPU time per candidate per round.
     batches = {name: _batch_size(probes[name], 1.0, limit=16) for name in names}
-    warmup = _warm_up(launches, batches, protocol, timer, telemetry, what, now, t0)
+    warmup = _warm_up(launches, batches, protocol, timer, telemetry, what, now, t0, scale=probes)
     samples: dict[str, list[float]] = {name: [] for name in names}
     active = list(names)
     stops: dict[str, str] = {}
