@@ -100,18 +100,28 @@ def test_the_median_confidence_interval_brackets_the_median_and_narrows_with_mor
     assert relative_ci_halfwidth([1.0]) == math.inf
 
 
+NO_MIN_TIME = TimingProtocol(min_sample_s=0)
+
+
 def test_sampling_stops_as_soon_as_the_median_is_pinned_to_half_a_percent():
     gpu = FakeGpu(noise=0.002)
-    m = _measure(gpu)
+    m = _measure(gpu, protocol=NO_MIN_TIME)
     assert m.stop == timing.CONVERGED and m.converged
     assert relative_ci_halfwidth(m.samples) <= 0.005
     assert 10 <= len(m.samples) <= 30  # quiet data needs few samples
 
 
 def test_noisier_data_gets_more_samples_before_it_converges():
-    quiet = _measure(FakeGpu(noise=0.002, seed=3))
-    noisy = _measure(FakeGpu(noise=0.02, seed=3))
+    quiet = _measure(FakeGpu(noise=0.002, seed=3), protocol=NO_MIN_TIME)
+    noisy = _measure(FakeGpu(noise=0.02, seed=3), protocol=NO_MIN_TIME)
     assert noisy.converged and len(noisy.samples) > 2 * len(quiet.samples)
+
+
+def test_sampling_lasts_at_least_the_minimum_time_to_average_over_the_power_controller():
+    gpu = FakeGpu(noise=0.002)
+    m = _measure(gpu, protocol=TimingProtocol(min_sample_s=0.3))
+    sampled_ms = sum(m.samples)
+    assert m.converged and sampled_ms >= 0.3 * 1000 * 0.9  # samples alone fill most of the 0.3 s
 
 
 def test_a_bimodal_sample_stream_is_not_called_converged_and_the_time_cap_is_recorded():
@@ -158,6 +168,45 @@ def test_the_steady_detector_needs_latency_and_clock_to_settle_in_two_windows():
     assert not timing.is_steady(_iterations(drifting, [1440] * 20), 0.05, 0.005, 0.01)
     assert timing.is_steady(_iterations(flat, [None] * 20), 0.05, 0.005, 0.01)  # no telemetry: latency decides
     assert not timing.is_steady(_iterations(flat[:4], [1440] * 4), 0.05, 0.005, 0.01)  # too few iterations
+
+
+class LaggingPowerGpu(FakeGpu):
+    """Like the real GPU under its power cap: the averaged power climbs to the limit over about a
+    second of load (time constant ``power_tau_s``), and the clock steps down as it climbs, a
+    decline slow enough to look steady over a short window."""
+
+    def __init__(self, power_tau_s: float = 0.4, **kwargs):
+        super().__init__(**kwargs)
+        self.power_tau_s = power_tau_s
+
+    def power(self) -> float:
+        return 150 + 550 * (1 - math.exp(-self.heat / self.power_tau_s))
+
+    def clock(self) -> float:
+        if self.heat < self.hold_s:
+            return self.boost
+        return self.boost - (self.boost - self.cap) * (self.power() - 150) / 550
+
+
+class LaggingTelemetry(FakeTelemetry):
+    def read(self):
+        capped = self.gpu.heat >= self.gpu.hold_s
+        return tel.TelemetryReading(round(self.gpu.clock()), 3201, self.gpu.power(), 60, 0x4 if capped else 0)
+
+
+def test_under_the_cap_the_warm_up_waits_for_the_averaged_power_to_reach_the_limit():
+    gpu = LaggingPowerGpu(noise=0.001)
+    m = timing.measure(Work(4.0), TimingProtocol(), gpu, LaggingTelemetry(gpu), now=gpu.now)
+    assert m.warmup["steady"] and m.warmup["power_w"] >= 0.95 * 700
+    settled = 4.0 * gpu.boost / gpu.cap
+    assert abs(m.median_ms - settled) / settled < 0.02
+    # Judged on latency and clock alone (no power limit known), the same GPU looks steady too early.
+    gpu = LaggingPowerGpu(noise=0.001)
+    blind = LaggingTelemetry(gpu)
+    blind.limits = lambda: {}
+    early = timing.measure(Work(4.0), TimingProtocol(), gpu, blind, now=gpu.now)
+    assert early.warmup["seconds"] < m.warmup["seconds"]
+    assert abs(early.median_ms - settled) / settled > 0.02
 
 
 # --- the burst regime -----------------------------------------------------------------------------

@@ -31,9 +31,9 @@ CONFIGS = (
 )
 MENU = ("fp16", "fp8_e4m3", "int8")
 VARIANTS = {  # name -> TimingProtocol keyword arguments
-    "quick": {"target_ci": 0.01, "warmup_min_s": 0.05, "sample_cap_s": 0.3},
+    "quick": {"target_ci": 0.01, "min_sample_s": 0.05, "sample_cap_s": 0.3},
     "default": {},
-    "careful": {"target_ci": 0.0025, "warmup_min_s": 0.3, "sample_cap_s": 2.0},
+    "long": {"target_ci": 0.0025, "min_sample_s": 1.0, "sample_cap_s": 2.0},
     "burst": {"regime": "burst"},
 }
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=("cutlass", "torch"), default="cutlass")
     ap.add_argument("--cache-dir")
     ap.add_argument("--processes", type=int, default=5)
-    ap.add_argument("--variants", default="quick,default,careful")
+    ap.add_argument("--variants", default="quick,default,long,burst")
     ap.add_argument("--out", required=True)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -12,16 +12,22 @@ Regimes:
   GPU is in a steady state (the medians of two consecutive windows of iterations agree within
   ``steady_tol``, and so do their SM clocks where telemetry is there), for at least
   ``warmup_min_s`` and at most ``warmup_cap_s``; then sample. A GPU coming from idle holds its
-  boost clock for about a tenth of a second before its power cap pulls the clock down, and that
-  plateau looks steady: so while telemetry shows no power cap, the steady state must also have
-  lasted ``uncapped_hold_s`` (a light workload that never reaches the cap is steady after that).
+  boost clock for about a tenth of a second before its power cap pulls the clock down, and then
+  lowers it step by step for about a second while its averaged power climbs to the limit; both
+  plateaus look steady over a short window. So, where telemetry is read: while the power cap holds
+  the clocks, the averaged power must have reached ``power_fraction`` of the limit; while it does
+  not, the steady state must have lasted ``uncapped_hold_s`` (a light workload that never reaches
+  the cap is steady after that). Under the cap the controller keeps moving the clock, so sampling
+  lasts at least ``min_sample_s`` to average over it.
 - ``burst`` (short requests on an idle GPU): let the GPU idle for ``cool_s``, then sample back to
   back for at most ``burst_window_s`` (the time the GPU takes to reach its cap), but at least
   ``min_samples``.
 
 Sampling stops when the 95% confidence interval of the median is within ``±target_ci`` of it (an
-order-statistics interval, in the spirit of nvbench's convergence criterion), or at
-``max_samples``, or after ``sample_cap_s``; which one ended it is recorded. Every sample is kept.
+order-statistics interval, in the spirit of nvbench's convergence criterion) and ``min_sample_s``
+has passed, or at ``max_samples``, or after ``sample_cap_s``; which one ended it is recorded.
+Every sample is kept. Interleaved comparisons stop when every candidate still sampled has
+converged, when those left tie with the best (within ``target_ci``), or after ``compare_cap_s``.
 
 One sample: the L2 is flushed (a 256 MiB write), the launches run between two CUDA events, and a
 spin kernel before them holds the GPU for longer than the host needs to enqueue them, so the
@@ -49,7 +55,7 @@ SUSTAINED, BURST = "sustained", "burst"
 REGIMES = (SUSTAINED, BURST)
 
 CONVERGED, TIME_CAP, SAMPLE_CAP, BURST_WINDOW = "converged", "time cap", "sample cap", "burst window"
-ELIMINATED = "eliminated"
+ELIMINATED, TIED = "eliminated", "tied with the best"
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,12 @@ class TimingProtocol:
     min_samples: int = 10
     max_samples: int = 400
     sample_cap_s: float = 1.0
+    min_sample_s: float = 0.2
     warmup_min_s: float = 0.1
-    warmup_cap_s: float = 2.0
+    warmup_cap_s: float = 3.0
     uncapped_hold_s: float = 0.3
+    power_fraction: float = 0.95
+    compare_cap_s: float = 4.0
     steady_window_s: float = 0.05
     steady_tol: float = 0.005
     clock_tol: float = 0.01
@@ -76,11 +85,11 @@ class TimingProtocol:
         if self.regime not in REGIMES:
             raise InvalidSpecError(f"timing regime must be one of {', '.join(REGIMES)}, got {self.regime!r}")
         for name in ("target_ci", "sample_cap_s", "warmup_cap_s", "steady_window_s", "steady_tol", "clock_tol",
-                     "burst_window_s", "batch_ms"):
+                     "burst_window_s", "batch_ms", "power_fraction", "compare_cap_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InvalidSpecError(f"timing protocol: {name} must be a number > 0, got {value!r}")
-        for name in ("warmup_min_s", "uncapped_hold_s", "cool_s"):
+        for name in ("min_sample_s", "warmup_min_s", "uncapped_hold_s", "cool_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise InvalidSpecError(f"timing protocol: {name} must be a number >= 0, got {value!r}")
@@ -250,7 +259,8 @@ def measure(launch: Callable[[], None], protocol: TimingProtocol, timer: GpuTime
 
 def _stop_reason(samples: list[float], protocol: TimingProtocol, elapsed: float) -> str:
     n = len(samples)
-    if n >= protocol.min_samples and relative_ci_halfwidth(samples) <= protocol.target_ci:
+    if (n >= protocol.min_samples and relative_ci_halfwidth(samples) <= protocol.target_ci
+            and (elapsed >= protocol.min_sample_s or protocol.regime == BURST)):
         return CONVERGED
     if n >= protocol.max_samples:
         return SAMPLE_CAP
@@ -273,6 +283,8 @@ def _warm_up(launches: Mapping[str, Callable[[], None]], batches: Mapping[str, i
         timer.idle(protocol.cool_s)
         return {"regime": BURST, "idle_s": protocol.cool_s}
     history: list[_Iteration] = []
+    powers: list[tuple[float, float]] = []
+    limit = (telemetry.limits().get("power_limit_w") if telemetry is not None and telemetry.available else None)
     start = now()
     steady = False
     names = list(launches)
@@ -287,25 +299,47 @@ def _warm_up(launches: Mapping[str, Callable[[], None]], batches: Mapping[str, i
         reading = telemetry.read() if telemetry is not None else None
         history.append(_Iteration(t - t0, value, reading.sm_mhz if reading else None,
                                   bool(reading.throttle & POWER_CAP_BIT) if reading else None))
+        if reading is not None:
+            powers.append((t - t0, reading.power_w))
         elapsed = t - start
-        settled = history[-1].power_capped is not False or elapsed >= protocol.uncapped_hold_s
-        if elapsed >= protocol.warmup_min_s and settled and is_steady(
+        if elapsed >= protocol.warmup_min_s and _settled(history, powers, limit, elapsed, protocol) and is_steady(
                 history, protocol.steady_window_s, protocol.steady_tol, protocol.clock_tol):
             steady = True
             break
         if elapsed >= protocol.warmup_cap_s:
             break
-    return {"regime": SUSTAINED, "iterations": len(history), "seconds": round(now() - start, 4), "steady": steady}
+    out = {"regime": SUSTAINED, "iterations": len(history), "seconds": round(now() - start, 4), "steady": steady}
+    if powers:
+        out["power_w"] = round(powers[-1][1], 1)
+    return out
+
+
+def _settled(history: list[_Iteration], powers: list[tuple[float, float]], limit: float | None, elapsed: float,
+             protocol: TimingProtocol) -> bool:
+    """Has the power controller finished adjusting? (Always yes without telemetry.)"""
+    capped = history[-1].power_capped
+    if capped is None:
+        return True
+    if not capped:
+        return elapsed >= protocol.uncapped_hold_s
+    if limit:
+        now = powers[-1][0]
+        recent = [w for t, w in powers if t > now - protocol.steady_window_s] or [powers[-1][1]]
+        return statistics.median(recent) >= protocol.power_fraction * limit
+    return True
 
 
 def measure_interleaved(launches: Mapping[str, Callable[[], None]], protocol: TimingProtocol, timer: GpuTimer,
                         telemetry: Telemetry | None = None, *, race_margin: float | None = None,
                         what: str = "candidates", now: Callable[[], float] = time.monotonic) -> dict[str, Measurement]:
     """Samples of several launches taken round-robin (the order rotates each round), so drift in
-    clocks or temperature hits all of them alike. With ``race_margin``, once every candidate has
-    ``min_samples``, those whose median exceeds the best by more than that fraction stop being
-    sampled (their samples are kept, marked ``eliminated``). The time cap is ``sample_cap_s`` per
-    candidate."""
+    clocks or temperature hits all of them alike.
+
+    Without ``race_margin`` (a comparison), sampling goes on until every launch has converged, or
+    ``compare_cap_s``. With it (a search for the fastest), once every candidate still sampled has
+    ``min_samples``, those whose median exceeds the best by more than ``race_margin`` are dropped
+    (their samples kept, marked ``eliminated``), and sampling stops as soon as the candidates left
+    have converged or all tie with the best within ``target_ci``."""
     names = list(launches)
     if not names:
         return {}
@@ -320,7 +354,8 @@ def measure_interleaved(launches: Mapping[str, Callable[[], None]], protocol: Ti
     rows: list[dict[str, Any]] = []
     start = now()
     rounds = 0
-    while active:
+    stop = ""
+    while not stop:
         k = rounds % len(active)
         for name in active[k:] + active[:k]:
             samples[name] += timer.run_batch(launches[name], batches[name], f"{what}: {name}")
@@ -329,18 +364,26 @@ def measure_interleaved(launches: Mapping[str, Callable[[], None]], protocol: Ti
         row = _read(telemetry, rounds, t - t0)
         if row:
             rows.append({"round": rounds, **row})
-        if race_margin is not None and all(len(samples[n]) >= protocol.min_samples for n in active):
-            best = min(statistics.median(samples[n]) for n in active)
+        elapsed = t - start
+        if not all(len(samples[n]) >= protocol.min_samples for n in active):
+            continue
+        medians = {n: statistics.median(samples[n]) for n in active}
+        best = min(medians.values())
+        if race_margin is not None:
             for name in list(active):
-                if statistics.median(samples[name]) > best * (1 + race_margin):
+                if medians[name] > best * (1 + race_margin):
                     active.remove(name)
                     stops[name] = ELIMINATED
-        elapsed = t - start
-        for name in list(active):
-            reason = _stop_reason(samples[name], protocol, elapsed / len(names))
-            if reason:
-                stops[name] = reason
-                active.remove(name)
+        done = all(relative_ci_halfwidth(samples[n]) <= protocol.target_ci for n in active)
+        tied = race_margin is not None and all(medians[n] <= best * (1 + protocol.target_ci) for n in active)
+        if (done or tied) and elapsed >= protocol.min_sample_s:
+            stop = CONVERGED if done else TIED
+        elif elapsed >= protocol.compare_cap_s:
+            stop = TIME_CAP
+        elif any(len(samples[n]) >= protocol.max_samples for n in active):
+            stop = SAMPLE_CAP
+    for name in active:
+        stops[name] = stop
     seconds = now() - t0
     return {name: Measurement(samples[name], protocol.regime, stops[name], warmup, rows, _absent(telemetry), seconds,
                               eliminated=stops[name] == ELIMINATED)

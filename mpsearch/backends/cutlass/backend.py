@@ -109,6 +109,7 @@ class CutlassBackend(GpuBackend):
         accum = "fast-accum" if fp8_fast_accum else "exact-accum"
         self._store = TuningStore(self.cache_dir, f"{self.device} sm_{self.arch} cutlass {package_version('nvidia-cutlass')} "
                                                   f"release {self.protocol.regime} fp8 {accum}")
+        self._tuned: dict[str, dict[str, Any]] = {}
         self._heavy: set[tuple[int, int, int]] = set()
         self.compile_reports: list[Any] = []
         formats = frozenset(f for f in catalog.ELEMENT if _supported(f, self.arch))
@@ -272,15 +273,17 @@ class CutlassBackend(GpuBackend):
         self._ensure_kernels([spec])
         return spec.key in self._kernels
 
-    def _tune_gemm(self, op: Op, specs: list[catalog.KernelSpec], kernel_out: str | None = None) -> dict[str, Any]:
+    def _tune_gemm(self, op: Op, specs: list[catalog.KernelSpec], kernel_out: str | None = None,
+                   schedules: list[Any] | None = None) -> dict[str, Any]:
         """Check every (kernel, scheduler schedule) candidate against float64, time the ones that pass
-        round-robin under the protocol, and keep the fastest."""
+        round-robin under the protocol, and keep the fastest. ``schedules`` narrows the scheduler
+        settings tried (default: all of the kernel's architecture)."""
         m, n, k, in_fmt, out_fmt = op.m, op.n, op.k, op.fmt, op.out_fmt
         kernel_out = kernel_out or (specs[0].out_fmt if specs else catalog.fused_output(in_fmt, out_fmt))
         self._ensure_kernels(specs)
         if not any(s.key in self._kernels for s in specs) and kernel_out != "fp16":
             # No epilogue writing out_fmt compiled: write fp16 and convert separately.
-            return self._tune_gemm(op, self.candidate_specs(in_fmt, "fp16", _designs_of(specs)), "fp16")
+            return self._tune_gemm(op, self.candidate_specs(in_fmt, "fp16", _designs_of(specs)), "fp16", schedules)
         a, w, expected, alpha = self.gemm_reference(op)
         d = self._pool.empty("D", kernel_out, m, n)
         conv_launch, conv_name, final = None, "", d
@@ -295,7 +298,7 @@ class CutlassBackend(GpuBackend):
         chosen: dict[str, tuple[catalog.KernelSpec, Any]] = {}
         cc = catalog.kernel_cc(in_fmt, self.arch)
         for spec in specs:
-            for schedule in catalog.schedules(cc):
+            for schedule in (schedules if schedules is not None and cc >= 90 else catalog.schedules(cc)):
                 label = catalog.candidate_label(spec.tile, schedule)
                 if spec.key not in self._kernels:
                     candidates[label] = {"error": "compile failed: " + self._compile_failed.get(spec.key, "?")[:200]}
@@ -313,7 +316,7 @@ class CutlassBackend(GpuBackend):
         if not launches:
             if kernel_out not in ("fp16", "bf16"):
                 # No epilogue writing out_fmt passed: fall back to an fp16 epilogue and a conversion.
-                record = self._tune_gemm(op, self.candidate_specs(in_fmt, "fp16", _designs_of(specs)), "fp16")
+                record = self._tune_gemm(op, self.candidate_specs(in_fmt, "fp16", _designs_of(specs)), "fp16", schedules)
                 record["candidates"] = {f"{t} (fused {kernel_out})": c for t, c in candidates.items()} | record["candidates"]
                 return record
             reasons = "; ".join(f"{t}: {c['error']}" for t, c in candidates.items())
