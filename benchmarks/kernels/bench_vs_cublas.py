@@ -53,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", default="fc1,fc2,fc3,fc4,fc5,fc6")
     args = ap.parse_args(argv)
 
-    import torch
-
     from mpsearch.backends.cutlass import CutlassBackend, catalog
     from mpsearch.backends.gpu.base import chain, op_key
     from mpsearch.backends.pytorch import TorchBackend
@@ -132,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
               "layers": rows, "networks": networks, "seconds": round(time.monotonic() - started, 1)}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"| case | layer | m x n x k | CUTLASS ms | PyTorch ms | ratio | CUTLASS kernel |", "|---|---|---|---|---|---|---|"]
+    lines = ["| case | layer | m x n x k | CUTLASS ms | PyTorch ms | ratio | CUTLASS kernel |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['case']} | {r['layer']} | {r['m']}x{r['n']}x{r['k']} | {r['cutlass_ms']:.4f} | {r['pytorch_ms']:.4f} | "
               f"{r['ratio']:.3f} | {r['cutlass_kernel']} |" for r in rows]
     lines += ["", "| case | network CUTLASS ms | network PyTorch ms | ratio | layers >= 1.0x |", "|---|---|---|---|---|"]
