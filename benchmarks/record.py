@@ -43,7 +43,7 @@ OP_PLAN = (
     ("llama8b-block-prefill", ALL_SM90), ("llama8b-block-decode", ALL_SM90),
     ("mlp6", ALL_SM90), ("mlp6-decode", ALL_SM90),
 )
-NETWORK_PLAN = {"default": ("mlp6", MENU_DEFAULT), "int4": ("mlp6", MENU_INT4)}
+NETWORK_PLAN = {"default": ("mlp6", MENU_DEFAULT), "int4": ("mlp6", MENU_INT4), "all": ("mlp6", ALL_SM90)}
 
 
 def sig(x: float) -> str:
@@ -96,7 +96,8 @@ def cmd_ops(args: argparse.Namespace) -> None:
     for row in _read_rows(out / "ops.csv"):
         rows[(row["kind"], int(row["m"]), int(row["n"]), int(row["k"]), row["fmt"], row["out_fmt"])] = row
     failures = []
-    plan = [p for p in OP_PLAN if not args.only or p[0] in args.only]
+    plan = [p for p in OP_PLAN if (not args.only or p[0] in args.only)
+            and any(p[1] == NETWORK_PLAN[m][1] for m in args.menus.split(","))]
     hung = False
     for name, menu in plan:
         if hung:
@@ -157,7 +158,7 @@ def cmd_networks(args: argparse.Namespace) -> None:
     deadline = time.monotonic() + args.deadline_s
     f, writer = _networks_writer(path)
     with f:
-        for pass_no in range(1, args.passes + 1):
+        for pass_no in range(args.first_pass, args.passes + 1):
             for menu_key in args.menus.split(","):
                 name, menu = NETWORK_PLAN[menu_key]
                 network = preset(name)
@@ -261,7 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deadline-s", type=float, default=1e9, help="stop (resumably) after this many seconds")
     parser.add_argument("--only", nargs="*", help="ops: only these presets")
     parser.add_argument("--passes", type=int, default=3, help="networks: passes over each space")
-    parser.add_argument("--menus", default="default,int4", help="networks: default (fp16,fp8,int8) and/or int4")
+    parser.add_argument("--first-pass", type=int, default=1, help="networks: the pass to start at (earlier ones "
+                                                                  "recorded elsewhere, e.g. by mpsearch enumerate)")
+    parser.add_argument("--menus", default="default,int4",
+                        help="default (fp16,fp8,int8) and/or int4; ops: the op plan entries over these menus "
+                             "(the 5-format entries are taken only with 'all')")
     parser.add_argument("--storage", help="import-study: the study's storage URL")
     parser.add_argument("--name", help="import-study: the study's name")
     parser.add_argument("--network-name", help="import-study: the network column (default: the study's network)")

@@ -467,3 +467,25 @@ def test_misaligned_shapes_are_refused_before_any_kernel_runs():
     with pytest.raises(UnsupportedConfigError, match="n a multiple of 16"):
         check_alignment(Op("gemm", "fc3", 16, 24, 64, "fp16", "int8"))
     check_alignment(Op("convert", "q", 16, 0, 7, "fp16", "int8"))  # conversions have no such rule
+
+
+def test_the_local_search_size_comes_from_the_environment_and_a_bad_value_is_one_line(monkeypatch):
+    from mpsearch.backends.cutlass import backend
+
+    monkeypatch.delenv(backend.LOCAL_SEARCH_ENV, raising=False)
+    assert backend._env_int(backend.LOCAL_SEARCH_ENV, 4) == 4
+    monkeypatch.setenv(backend.LOCAL_SEARCH_ENV, "0")
+    assert backend._env_int(backend.LOCAL_SEARCH_ENV, 4) == 0
+    monkeypatch.setenv(backend.LOCAL_SEARCH_ENV, "some")
+    with pytest.raises(BackendUnavailableError) as err:
+        backend._env_int(backend.LOCAL_SEARCH_ENV, 4)
+    assert "MPSEARCH_LOCAL_SEARCH must be a whole number" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_heavy_shapes_are_the_fewest_largest_layers_carrying_the_share():
+    from mpsearch.backends.cutlass.backend import heavy_shapes
+    from mpsearch.network import preset
+
+    mlp6 = preset("mlp6")
+    assert heavy_shapes(mlp6, 0.7) == {(2048, 16384, 32768)}  # fc1 alone is 72% of the multiply-adds
+    assert heavy_shapes(mlp6, 0.8) == {(2048, 16384, 32768), (2048, 8192, 16384)}

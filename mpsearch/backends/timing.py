@@ -68,13 +68,13 @@ class TimingProtocol:
     min_samples: int = 10
     max_samples: int = 400
     sample_cap_s: float = 1.0
-    min_sample_s: float = 0.2
-    warmup_min_s: float = 0.1
+    min_sample_s: float = 0.1
+    warmup_min_s: float = 0.05
     warmup_cap_s: float = 3.0
-    uncapped_hold_s: float = 0.3
+    uncapped_hold_s: float = 0.15
     power_fraction: float = 0.95
     compare_cap_s: float = 4.0
-    steady_window_s: float = 0.05
+    steady_window_s: float = 0.04
     steady_tol: float = 0.005
     clock_tol: float = 0.01
     cool_s: float = 1.0

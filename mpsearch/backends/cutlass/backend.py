@@ -23,6 +23,16 @@ _GPU_EXTRA = "pip install 'mpsearch[gpu]'"
 LOCAL_SEARCH_SHARE = 0.7
 # While tuning, a candidate whose median is this much above the best stops being sampled.
 RACE_MARGIN = 0.05
+LOCAL_SEARCH_ENV = "MPSEARCH_LOCAL_SEARCH"
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise BackendUnavailableError(f"${name} must be a whole number of stage-2 designs (0 for none), got {text!r}")
+    return int(text)
 
 
 def missing_dependencies() -> list[str]:
@@ -78,16 +88,19 @@ class CutlassBackend(GpuBackend):
     ``protocol``: the timing protocol (default: sustained). ``int4_tiles``: sm_80 registry tiles tried
     for int4 (emulated on Hopper). ``fp8_fast_accum``: fp8 kernels promote to fp32 once per k-block
     (cuBLAS's fast path) rather than every few MMAs. ``local_search``: stage-2 designs tried around
-    each heavy op's stage-1 winner (0: none). ``jobs``: parallel nvcc processes (default: all cores).
+    each heavy op's stage-1 winner (0: none; default ``$MPSEARCH_LOCAL_SEARCH``, else
+    ``catalog.LOCAL_SEARCH``). ``jobs``: parallel nvcc processes (default: all cores).
     """
 
     name = "cutlass"
     install_hint = _GPU_EXTRA
 
     def __init__(self, cache_dir: str | os.PathLike[str] | None = None, *, protocol: TimingProtocol | None = None,
-                 int4_tiles: int = 4, fp8_fast_accum: bool = True, local_search: int = catalog.LOCAL_SEARCH,
+                 int4_tiles: int = 4, fp8_fast_accum: bool = True, local_search: int | None = None,
                  jobs: int | None = None, progress: Callable[[str], None] | None = None):
         super().__init__(protocol=protocol, progress=progress)
+        if local_search is None:
+            local_search = _env_int(LOCAL_SEARCH_ENV, catalog.LOCAL_SEARCH)
         self.cache_dir = ensure_cache_dir(resolve_cache_dir(cache_dir))
         self.int4_tiles, self.fp8_fast_accum, self.local_search, self.jobs = int4_tiles, fp8_fast_accum, local_search, jobs
         # MPSEARCH_TRACE_TUNING=1 prints every candidate as it is checked and timed.

@@ -134,15 +134,17 @@ def k_tile(fmt: str) -> int:
     return 64 if get_format(fmt).bits >= 16 else 128
 
 
-# Stage 1: every op tries these. Chosen from the kernel benchmark's sweep on an H200 (see
-# benchmarks/results): large cooperative tiles for the big GEMMs, a smaller one and a ping-pong tile
-# for thin or short ones.
+# Stage 1: every op tries these. Chosen from the kernel benchmark's sweep of 17 designs on an H200
+# (benchmarks/results/h200_kernels_vs_cublas.md): the winners of mlp6's six layers for fp16, bf16,
+# fp8 and int8 were, by layer, cooperative 128x256 c2x1 or 256x128 c1x2 (the large GEMMs),
+# cooperative 128x128 c1x2 (2048x1024x2048) and ping-pong 128x128 (short K, wide N); ping-pong
+# 64x256 was next on those, and is there for thin (decode) shapes.
 STAGE1 = (
-    Sm90Tile(COOPERATIVE, (256, 128), (2, 1)),
-    Sm90Tile(COOPERATIVE, (128, 256), (1, 2)),
     Sm90Tile(COOPERATIVE, (128, 256), (2, 1)),
-    Sm90Tile(COOPERATIVE, (128, 128), (2, 1)),
-    Sm90Tile(PINGPONG, (64, 128), (1, 2)),
+    Sm90Tile(COOPERATIVE, (256, 128), (1, 2)),
+    Sm90Tile(COOPERATIVE, (128, 128), (1, 2)),
+    Sm90Tile(PINGPONG, (128, 128), (1, 1)),
+    Sm90Tile(PINGPONG, (64, 256), (1, 1)),
 )
 CLUSTERS = ((1, 1), (2, 1), (1, 2), (2, 2))
 LOCAL_SEARCH = 4  # stage-2 candidates per winner
