@@ -8,7 +8,7 @@ set -u
 R=/tmp/res; mkdir -p $R/h200
 save() { tar czf $OUT/res.tgz -C /tmp res 2>/dev/null; }
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $R/steps.txt; }
-left() { echo $(( ${BUDGET:-480} - ($(date +%s) - T0) )); }
+left() { echo $(( ${BUDGET:-500} - ($(date +%s) - T0) )); }
 ( while true; do sleep 30; save; done ) &
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl > $R/pip.log 2>&1 || { stamp "pip failed"; save; exit 1; }
 tar xJf .kct/kcache.tar.xz
