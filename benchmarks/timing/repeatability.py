@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"process {index} failed")
         mine = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
         rows += mine
+        # Kept as they come: a session that ends early still leaves the processes it finished.
+        out.with_suffix(".rows.json").write_text(json.dumps(rows, indent=1) + "\n")
         print(f"process {index}: {len(mine)} measurements in {time.monotonic() - t0:.0f} s", flush=True)
     summary = []
     for variant in args.variants.split(","):
