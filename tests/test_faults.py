@@ -257,7 +257,7 @@ def test_each_launched_worker_is_pinned_to_its_own_visible_gpu(monkeypatch, caps
 
 
 def test_a_pinned_worker_records_the_gpu_it_runs_on(monkeypatch):
-    from mpsearch.search import workers
+    from mpsearch.search.workers import identity as workers
 
     monkeypatch.setattr(workers, "_gpu_bus_ids", lambda: ["0000:18:00.0", "0000:2a:00.0"])
     monkeypatch.setattr(workers.socket, "gethostname", lambda: "gpu-host-7")

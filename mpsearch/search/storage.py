@@ -202,3 +202,19 @@ def storage_failure(url: str, err: BaseException) -> str:
         return (f"storage {redacted(url)} is locked by another process (SQLite takes one writer at a time): "
                 "stop the other process, or share studies through journal:FILE, postgresql://... or redis://...")
     return f"storage {redacted(url)} cannot be opened: {first}"
+
+
+def storage_errors_to_one_line(url: str, err: BaseException) -> StorageError | None:
+    """A StorageError for a database/Redis/file error raised mid-search, or None for other errors."""
+    cause: BaseException | None = err
+    while cause is not None:  # Optuna wraps a failed commit in StorageInternalError: look inside
+        names = {c.__module__.split(".")[0] for c in type(cause).__mro__}
+        if names & {"sqlalchemy", "redis", "psycopg2", "psycopg"} or isinstance(cause, OSError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        err = cause
+        text = storage_failure(url, err).replace("cannot be opened", "failed during the search")
+        return StorageError(f"{text}; every trial finished before it is stored: continue with "
+                            f"`mpsearch resume` (--storage {redacted(url)})")
+    return None
