@@ -32,6 +32,7 @@ from mpsearch.search.workers import (
     COLLISION_ATTR, GPU_ATTR, HEARTBEAT_ATTR, RETRY_ATTR, SWEPT_ATTR, Coordinator, Heartbeat, is_measurement,
     sweep_stale_trials,
 )
+from mpsearch.search.workers.identity import WorkerIdentity, process_namespace, process_start_time
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.distributed
@@ -205,6 +206,11 @@ def _new_study(s):
                                sampler=optuna.samplers.RandomSampler(seed=0))
 
 
+def elsewhere(pid, host="elsewhere"):
+    """A worker process in another host's (or container's) namespace: its pid cannot be looked up here."""
+    return WorkerIdentity(host, pid, f"token-{host}-{pid}", "another-boot/pid:[1]", 1000)
+
+
 def _running_trial(study, config_params, worker, heartbeat):
     """A RUNNING trial as another worker leaves it mid-measurement (claimed, beating or not)."""
     study.enqueue_trial(config_params)
@@ -212,18 +218,19 @@ def _running_trial(study, config_params, worker, heartbeat):
     for k in config_params:
         trial.suggest_categorical(k, ["fp16", "int8"])
     trial.set_user_attr(CONFIG_ATTR, ",".join(config_params.values()))
-    trial.set_user_attr(WORKER_ATTR, worker)
+    for key, value in worker.attrs().items():
+        trial.set_user_attr(key, value)
     trial.set_user_attr(HEARTBEAT_ATTR, heartbeat)
     return trial
 
 
 def test_a_dead_workers_trial_is_failed_and_requeued_exactly_once_by_racing_sweepers(shared):
     study = _new_study(shared)
-    dead = _running_trial(study, {"fc1": "int8", "fc2": "fp16"}, "elsewhere:1", time.time() - 3600)
-    live = _running_trial(study, {"fc1": "fp16", "fc2": "fp16"}, "elsewhere:2", time.time())
+    dead = _running_trial(study, {"fc1": "int8", "fc2": "fp16"}, elsewhere(1), time.time() - 3600)
+    live = _running_trial(study, {"fc1": "fp16", "fc2": "fp16"}, elsewhere(2), time.time())
     views = [optuna.load_study(study_name=shared.name, storage=open_storage(shared.url)) for _ in range(4)]
     results: list = []
-    threads = [threading.Thread(target=lambda v=v, i=i: results.append(sweep_stale_trials(v, 60, me=f"sweeper:{i}")))
+    threads = [threading.Thread(target=lambda v=v, i=i: results.append(sweep_stale_trials(v, 60, me=elsewhere(100 + i, "sweeper"))))
                for i, v in enumerate(views)]
     for t in threads:
         t.start()
@@ -243,8 +250,9 @@ def test_a_dead_workers_trial_is_failed_and_requeued_exactly_once_by_racing_swee
 def test_a_vanished_process_of_this_host_is_swept_at_once_despite_a_fresh_heartbeat(shared):
     study = _new_study(shared)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    trial = _running_trial(study, {"fc1": "int8", "fc2": "int8"}, f"{socket.gethostname()}:{gone.stdout.strip()}",
-                           time.time())
+    pid = int(gone.stdout)
+    here = WorkerIdentity(socket.gethostname(), pid, "token-gone", process_namespace(), 12345)
+    trial = _running_trial(study, {"fc1": "int8", "fc2": "int8"}, here, time.time())
     swept = sweep_stale_trials(study, 3600)
     assert [x.number for x in swept] == [trial.number] and "process gone" in swept[0].reason
 
@@ -275,7 +283,7 @@ def test_a_configuration_another_worker_is_measuring_is_not_measured_again(share
     study = _new_study(shared)
     net = Network("two", (Layer("fc1", 64, 64, 64), Layer("fc2", 64, 64, 64)))
     space = SearchSpace(net, ("fp16", "int8"))
-    other = _running_trial(study, {"fc1": "int8", "fc2": "fp16"}, "elsewhere:7", time.time())
+    other = _running_trial(study, {"fc1": "int8", "fc2": "fp16"}, elsewhere(7), time.time())
     study.enqueue_trial({"fc1": "int8", "fc2": "fp16"})  # this worker's sampler proposes the same
     backend = FakeBackend()
     me = optuna.load_study(study_name=shared.name, storage=open_storage(shared.url),

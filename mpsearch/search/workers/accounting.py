@@ -33,6 +33,21 @@ def count_measurements(study: Any, include_running: bool = False) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=states) if is_measurement(t))
 
 
+def measurement_counts(study: Any) -> tuple[int, int]:
+    """(finished, in flight): measurements told COMPLETE or FAIL, and RUNNING ones past their claim."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    finished = in_flight = 0
+    for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.FAIL, S.RUNNING)):
+        if is_measurement(t):
+            if t.state == S.RUNNING:
+                in_flight += 1
+            else:
+                finished += 1
+    return finished, in_flight
+
+
 def read_study_budget(study: Any) -> int | None:
     value = (study.user_attrs.get(BUDGET_KEY) or {}).get("trials")
     return int(value) if value is not None else None

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpsearch.errors import InvalidSpecError, ObjectiveError
-from mpsearch.search.record import WORKER_ATTR
-from mpsearch.search.workers.accounting import count_measurements
-from mpsearch.search.workers.heartbeat import DEFAULT_HEARTBEAT_S, Heartbeat
-from mpsearch.search.workers.identity import GPU_ATTR, WORKER_INDEX_ATTR, gpu_identity, worker_id
+from mpsearch.search.workers.accounting import measurement_counts
+from mpsearch.search.workers.ask import ask_owned
+from mpsearch.search.workers.heartbeat import DEFAULT_HEARTBEAT_S, HEARTBEAT_ATTR, Heartbeat
+from mpsearch.search.workers.identity import GPU_ATTR, WORKER_INDEX_ATTR, WorkerIdentity, gpu_identity, this_worker
 from mpsearch.search.workers.sweep import DEFAULT_STALE_AFTER_S, SweptTrial, sweep_stale_trials
 
 # A plug-in objective (user Python) that runs longer than this fails its trial; the study goes on.
@@ -25,7 +25,8 @@ class Coordinator:
     One per worker process. ``heartbeat_s`` and ``stale_after_s`` set the heartbeat and the sweep
     (see the package docstring); ``objective_timeout_s`` bounds each plug-in objective; ``index``
     is the worker's index (recorded on its trials; seeds are offset by it); ``study_budget`` stops
-    the worker when the study as a whole has spent that many measurements.
+    the worker when the study as a whole has spent that many measurements; ``worker`` is who this
+    worker is (this process, unless a test stands in for another).
     """
 
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
@@ -33,42 +34,61 @@ class Coordinator:
     objective_timeout_s: float | None = DEFAULT_OBJECTIVE_TIMEOUT_S
     index: int | None = None
     study_budget: int | None = None
-    me: str = field(default_factory=worker_id)
+    worker: WorkerIdentity = field(default_factory=this_worker)
     swept: list[SweptTrial] = field(default_factory=list)
     _last_sweep: float = float("-inf")
+    _sweeping: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         check_timing(self.heartbeat_s, self.stale_after_s, self.objective_timeout_s)
 
     def sweep(self, study: Any, force: bool = False) -> list[SweptTrial]:
-        """Sweep at most every ``stale_after_s / 2`` seconds (always with ``force``)."""
-        if not force and time.monotonic() - self._last_sweep < self.stale_after_s / 2:
-            return []
-        self._last_sweep = time.monotonic()
-        done = sweep_stale_trials(study, self.stale_after_s, me=self.me)
-        self.swept += done
-        return done
+        """Sweep dead workers' trials, at most once per heartbeat interval (always with ``force``).
 
-    def heartbeat(self, trial: Any) -> Heartbeat:
-        return Heartbeat(trial, self.heartbeat_s)
+        Called between trials by the search loop and after every beat by the heartbeat thread, so a
+        dead worker's trial is found within ``stale_after_s`` plus one interval even while every live
+        worker is busy measuring."""
+        with self._sweeping:
+            if not force and time.monotonic() - self._last_sweep < self.heartbeat_s:
+                return []
+            self._last_sweep = time.monotonic()
+            done = sweep_stale_trials(study, self.stale_after_s, me=self.worker)
+            self.swept += done
+            return done
 
-    def identity(self) -> dict[str, Any]:
+    def trial_attrs(self) -> dict[str, Any]:
         """Attributes naming this worker and the GPU it is pinned to, for every trial it runs."""
-        attrs: dict[str, Any] = {WORKER_ATTR: self.me, GPU_ATTR: gpu_identity()}
+        attrs: dict[str, Any] = {**self.worker.attrs(), GPU_ATTR: gpu_identity()}
         if self.index is not None:
             attrs[WORKER_INDEX_ATTR] = self.index
         return attrs
 
+    def ask(self, study: Any) -> Any:
+        """The next trial, owned by this worker (and with a first heartbeat) from the moment it exists."""
+        return ask_owned(study, {**self.trial_attrs(), HEARTBEAT_ATTR: time.time()})
+
+    def heartbeat(self, trial: Any) -> Heartbeat:
+        """Beat for ``trial`` (asked with :meth:`ask`, which wrote the first beat) and sweep after each beat."""
+        return Heartbeat(trial, self.heartbeat_s, beat_now=False, after_beat=lambda: self.sweep(trial.study))
+
     def study_budget_reason(self, study: Any) -> str | None:
-        """Why the shared budget is spent, or None. Measurements in flight count as spent, so workers
-        do not all start the last one; two workers checking at the same instant may still both start
-        one, so the study can end up to (workers - 1) measurements over its budget."""
+        """Why the shared budget is spent, or None when this worker should measure another configuration.
+
+        While the measurements other workers have in flight would complete the budget, this waits
+        (sweeping) instead of stopping: if one of those workers dies, its trial is swept and queued
+        again, and this worker measures it, so the study is not left one measurement short. Two
+        workers checking at the same instant may both start one, so the study can end up to
+        (workers - 1) measurements over its budget."""
         if self.study_budget is None:
             return None
-        spent = count_measurements(study, include_running=True)
-        if spent >= self.study_budget:
-            return f"study budget reached ({self.study_budget} measurements across all workers)"
-        return None
+        while True:
+            finished, in_flight = measurement_counts(study)
+            if finished >= self.study_budget:
+                return f"study budget reached ({self.study_budget} measurements across all workers)"
+            if finished + in_flight < self.study_budget:
+                return None
+            time.sleep(self.heartbeat_s / 4)
+            self.sweep(study)
 
     def evaluate(self, objective: Any, network: Any, config: Any) -> Any:
         from mpsearch.objectives import PluginObjective

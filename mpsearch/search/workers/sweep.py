@@ -10,11 +10,11 @@ from typing import Any
 
 from mpsearch.search.record import CONFIG_ATTR, FAIL_ATTR, REPEAT_ATTR, WORKER_ATTR
 from mpsearch.search.workers.heartbeat import HEARTBEAT_ATTR
-from mpsearch.search.workers.identity import process_gone, worker_id
+from mpsearch.search.workers.identity import WorkerIdentity, this_worker
 
 RETRY_ATTR = "retry_of"  # on a re-enqueued trial: the number of the trial whose worker died
 SWEPT_ATTR = "swept_by"  # on a trial failed by the sweep: the worker that swept it
-DEFAULT_STALE_AFTER_S = 120.0
+DEFAULT_STALE_AFTER_S = 30.0
 
 
 def _iso(ts: float) -> str:
@@ -39,24 +39,27 @@ def last_sign_of_life(trial: Any) -> float:
 
 
 def sweep_stale_trials(study: Any, stale_after_s: float, *, now: float | None = None,
-                       me: str | None = None) -> list[SweptTrial]:
+                       me: WorkerIdentity | None = None) -> list[SweptTrial]:
     """Fail the RUNNING trials of dead workers and re-enqueue their configurations (once).
 
-    Stale: the worker is a vanished process of this host, or no heartbeat for ``stale_after_s``.
-    Returns what this call swept; trials another process swept first are left out.
+    Stale: the worker's process certainly no longer exists (:meth:`WorkerIdentity.is_gone`: only
+    a process of this process's namespace can tell), or no heartbeat for ``stale_after_s``. ``me``
+    (default: this process) never sweeps its own trials. Returns what this call swept; trials
+    another process swept first are left out.
     """
     import optuna
 
     now = time.time() if now is None else now
-    me = me or worker_id()
+    me = me or this_worker()
     swept: list[SweptTrial] = []
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for t in running:
         owner = str(t.user_attrs.get(WORKER_ATTR, ""))
-        if owner == me:
+        identity = WorkerIdentity.from_attrs(t.user_attrs)
+        if identity is not None and identity.token == me.token:
             continue
         seen = last_sign_of_life(t)
-        gone = bool(owner) and process_gone(owner)
+        gone = identity is not None and identity.is_gone()
         if not gone and now - seen <= stale_after_s:
             continue
         why = "process gone" if gone else f"no heartbeat for {now - seen:.0f} s"
@@ -65,7 +68,7 @@ def sweep_stale_trials(study: Any, stale_after_s: float, *, now: float | None = 
             # Attributes first: a finished trial takes none. If another sweeper (or the worker
             # itself) finishes the trial first, the tell below fails and this sweeper backs off.
             study._storage.set_trial_user_attr(t._trial_id, FAIL_ATTR, reason)
-            study._storage.set_trial_user_attr(t._trial_id, SWEPT_ATTR, me)
+            study._storage.set_trial_user_attr(t._trial_id, SWEPT_ATTR, me.label)
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         except (RuntimeError, ValueError, KeyError):
             continue  # UpdateFinishedTrialError is a RuntimeError; "Cannot tell a FAIL trial" a ValueError
