@@ -9,7 +9,10 @@ row; this suite covers the rest. Most cases run in-process (fast); the CLI is dr
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
+import subprocess
 import sys
 import time
 import warnings
@@ -28,6 +31,7 @@ from mpsearch.search.storage import open_storage
 from mpsearch.search.workers import Coordinator, launch_workers
 from mpsearch.space import SearchSpace
 from tests import fakes
+from tests.conftest import REPO
 
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
 NET = Network("tiny3", (Layer("fc1", 64, 128, 256), Layer("fc2", 64, 64, 128), Layer("fc3", 64, 32, 64)))
@@ -315,36 +319,100 @@ def test_a_locked_sqlite_database_is_one_line_and_keeps_what_was_stored(tmp_path
     assert len([t for t in reloaded.trials if t.state == COMPLETE]) == 3
 
 
-def test_a_torn_journal_line_is_cut_and_the_study_continues(tmp_path):
+def test_a_torn_journal_line_is_cut_at_the_next_append_and_the_study_continues(tmp_path):
     path = tmp_path / "s.log"
     study = new_study(open_storage(f"journal:{path}"))
     search(study, fakes.FakeBackend(), trials=4)
     with open(path, "ab") as fh:
         fh.write(b'{"op_code": 6, "worker_id": "x", "trial_id"')  # a writer killed mid-line
+    torn = path.read_bytes()
     storage = open_storage(f"journal:{path}")
     reloaded = optuna.load_study(study_name=study.study_name, storage=storage)
     before = [t for t in reloaded.trials if t.state == COMPLETE and "repeat_of" not in t.user_attrs]
     assert len(before) == 4
+    assert path.read_bytes() == torn  # opening and reading write nothing
+    search(reloaded, fakes.FakeBackend(), trials=2)  # the first append cuts the torn line, then lands on a clean one
     assert (tmp_path / "s.log.torn").read_bytes().startswith(b'{"op_code": 6')
-    search(reloaded, fakes.FakeBackend(), trials=2)  # appends land on a clean line
     again = optuna.load_study(study_name=study.study_name, storage=open_storage(f"journal:{path}"))
     assert len([t for t in again.trials if t.state == COMPLETE and "repeat_of" not in t.user_attrs]) == 6
 
 
-def test_a_journal_lock_left_by_a_killed_writer_is_broken_after_its_grace_period(tmp_path, monkeypatch):
-    from mpsearch.search import storage as storage_module
+def _append_one(path):
+    """One journal append by this process (what every trial write is), timed in wall and CPU seconds."""
+    storage = open_storage(f"journal:{path}")
+    wall, cpu = time.monotonic(), time.process_time()
+    optuna.create_study(storage=storage)
+    return time.monotonic() - wall, time.process_time() - cpu
 
-    monkeypatch.setattr(storage_module, "JOURNAL_LOCK_GRACE_S", 3)
+
+def test_a_lock_left_by_a_writer_that_names_no_holder_is_broken_after_the_grace_period_without_spinning(
+        tmp_path, monkeypatch):
+    # What Optuna's own lock (used by earlier mpsearch) leaves when its holder is killed mid-append:
+    # a symlink to the journal's *relative* path, which dangles. Waiting on it spun at 100% CPU forever.
+    from mpsearch.search import journal
+
+    monkeypatch.setattr(journal, "JOURNAL_LOCK_GRACE_S", 2)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "s.log.lock").symlink_to("studies/s.log")
+    with pytest.warns(UserWarning, match=r"journal .*s.log: broke a lock left by an unnamed holder \(unchanged for more than 2 s\)"):
+        wall, cpu = _append_one("studies/s.log")
+    assert 2 <= wall < 10 and cpu < 0.5 * wall  # it slept while it waited
+    assert not (tmp_path / "studies" / "s.log.lock").exists()
+
+
+def test_a_lock_whose_holder_process_is_gone_is_broken_at_once(tmp_path):
     path = tmp_path / "s.log"
-    study = new_study(open_storage(f"journal:{path}"))
-    search(study, fakes.FakeBackend(), trials=2)
-    (tmp_path / "s.log.lock").symlink_to(path)  # what a writer killed mid-append leaves
-    start = time.monotonic()
-    reloaded = optuna.load_study(study_name=study.study_name, storage=open_storage(f"journal:{path}"))
-    assert 3 <= time.monotonic() - start < 15
-    assert not (tmp_path / "s.log.lock").exists()
-    search(reloaded, fakes.FakeBackend(), trials=1)  # appends go on
-    assert len([t for t in reloaded.trials if t.state == COMPLETE and "repeat_of" not in t.user_attrs]) == 3
+    killed = subprocess.run(  # takes the lock the way every mpsearch process does, then dies holding it
+        [sys.executable, "-c", f"import os; from mpsearch.search.journal import JournalLock; "
+                               f"JournalLock({str(path)!r}).acquire(); print(os.getpid()); os._exit(9)"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert killed.returncode == 9 and os.path.lexists(f"{path}.lock")
+    with pytest.warns(UserWarning, match=rf"broke a lock left by {socket.gethostname()}:{killed.stdout.strip()} "
+                                         rf"\({socket.gethostname()}:{killed.stdout.strip()} no longer exists\)"):
+        wall, _ = _append_one(path)
+    assert wall < 2
+
+
+def test_a_paused_holder_whose_lock_was_broken_leaves_the_new_holders_lock_alone(tmp_path):
+    from mpsearch.search.journal import JournalLock
+
+    paused, waiting = JournalLock(tmp_path / "s.log"), JournalLock(tmp_path / "s.log", grace_s=0.3)
+    paused.acquire()
+    waiting.acquire()  # the holder is alive (this very process) but its lock did not change for 0.3 s
+    held = os.readlink(f"{tmp_path}/s.log.lock")
+    with pytest.warns(UserWarning, match=r"this process's lock on journal .*s.log was broken while it held it"):
+        paused.release()  # it wakes up after the lock was broken and taken again
+    assert os.readlink(f"{tmp_path}/s.log.lock") == held
+    waiting.release()
+    assert not os.path.lexists(f"{tmp_path}/s.log.lock")
+
+
+def test_a_journal_whose_lock_never_frees_is_reported_in_one_line_within_the_time_limit(tmp_path):
+    from mpsearch.search.journal import JournalLock
+
+    path = tmp_path / "s.log"
+    # A live process that holds the lock and keeps renewing it (a new symlink renamed over it): it is
+    # never unchanged long enough to be broken, and never free.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import os, time\nfrom mpsearch.search.journal import JournalLock\n"
+                               f"lock = JournalLock({str(path)!r})\nlock.acquire()\nwhile True:\n"
+                               f"    time.sleep(0.2); os.symlink(os.readlink(lock.lock_file), lock.lock_file + '.new')\n"
+                               f"    os.rename(lock.lock_file + '.new', lock.lock_file)"],
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        while not os.path.lexists(f"{path}.lock"):
+            time.sleep(0.01)
+        start = time.monotonic()
+        with pytest.raises(StorageError) as err:
+            JournalLock(path, grace_s=1, stuck_after_s=2).acquire()
+        assert 2 <= time.monotonic() - start < 5
+        assert str(err.value) == (f"storage journal:{path} is stuck: its lock {path}.lock was not free for 2 s (held "
+                                  f"by {socket.gethostname()}:{holder.pid}); if no process uses this journal, delete "
+                                  f"{path}.lock")
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 # --- workers: refusal, budget, tells that lost a race ---------------------------------------------------

@@ -70,8 +70,11 @@ def sweep_stale_trials(study: Any, stale_after_s: float, *, now: float | None = 
             study._storage.set_trial_user_attr(t._trial_id, FAIL_ATTR, reason)
             study._storage.set_trial_user_attr(t._trial_id, SWEPT_ATTR, me.label)
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        except (RuntimeError, ValueError, KeyError):
-            continue  # UpdateFinishedTrialError is a RuntimeError; "Cannot tell a FAIL trial" a ValueError
+        except Exception:  # noqa: BLE001 - see below
+            # Another sweeper or the worker itself finished it first (UpdateFinishedTrialError,
+            # "Cannot tell a FAIL trial"), or the storage would not take the write now (a row lock
+            # held by a paused worker): a sweep is best-effort, the next one tries again.
+            continue
         config = t.user_attrs.get(CONFIG_ATTR)
         requeued = False
         if config and t.user_attrs.get(REPEAT_ATTR) is None and t.params:
