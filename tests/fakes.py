@@ -8,12 +8,16 @@ tests/test_distributed.py). The plug-ins are imported by path, as a user's would
 - ``slow_capacity``: the capacity objective, after sleeping ``$MPSEARCH_FAKE_SLEEP_S`` seconds, and
   appending ``pid config`` to ``$MPSEARCH_FAKE_LOG``: the record of what each worker measured (and,
   before the sleep, to ``$MPSEARCH_FAKE_START_LOG``: what it is measuring now).
-- ``hangs_on_int8_first_layer``: never returns for configurations whose first layer is int8.
+- ``hangs_on_int8_first_layer``: never returns for configurations whose first layer is int8; the
+  same configurations make ``exits_on_...`` call ``sys.exit(3)``, ``interrupts_on_...`` raise
+  KeyboardInterrupt and ``crashes_on_...`` die of SIGSEGV.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from typing import Callable
 
@@ -106,3 +110,29 @@ def returns_numpy_float32(config, network):
     import numpy as np
 
     return np.float32(0.5)
+
+
+# --- plug-ins that misbehave the ways user code does -----------------------------------------------
+
+def exits_on_int8_first_layer(config, network):
+    if config[network.layers[0].name] == "int8":
+        sys.exit(3)
+    return 1.0
+
+
+def interrupts_on_int8_first_layer(config, network):
+    if config[network.layers[0].name] == "int8":
+        raise KeyboardInterrupt
+    return 1.0
+
+
+def crashes_on_int8_first_layer(config, network):
+    if config[network.layers[0].name] == "int8":
+        os.kill(os.getpid(), signal.SIGSEGV)  # what a crash in native code does
+    return 1.0
+
+
+def records_pid_then_hangs_on_int8_first_layer(config, network):
+    """Appends its process id to ``$MPSEARCH_FAKE_PID_LOG``, then hangs like hangs_on_int8_first_layer."""
+    _append(os.environ["MPSEARCH_FAKE_PID_LOG"], f"{os.getpid()}\n")
+    return hangs_on_int8_first_layer(config, network)

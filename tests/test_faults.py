@@ -10,6 +10,7 @@ row; this suite covers the rest. Most cases run in-process (fast); the CLI is dr
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -55,6 +56,9 @@ def reasons(study, state=FAIL):
 
 def first_layer_int8(config):
     return config["fc1"] == "int8"
+
+
+TINY3_TOML = 'name = "tiny3"\nbatch = 64\nsizes = [256, 128, 64, 32]\n'
 
 
 def cli_error(capsys, *args):
@@ -106,6 +110,73 @@ def test_a_plugin_that_hangs_past_the_timeout_fails_its_trial_and_the_next_trial
     assert all("objective stuck (tests.fakes:hangs_on_int8_first_layer) did not return within 0.3 s" in r
                and "raise --objective-timeout" in r for r in failed)
     assert len([t for t in study.trials if t.state == COMPLETE]) == 8 - len(failed)
+
+
+@pytest.mark.parametrize("plugin, reason", [
+    ("tests.fakes:exits_on_int8_first_layer", "objective quit (tests.fakes:exits_on_int8_first_layer) called sys.exit(3)"),
+    ("tests.fakes:interrupts_on_int8_first_layer",
+     "objective quit (tests.fakes:interrupts_on_int8_first_layer) raised KeyboardInterrupt"),
+])
+def test_a_plugin_that_calls_sys_exit_or_raises_keyboard_interrupt_fails_only_its_trial(capsys, tmp_path, monkeypatch,
+                                                                                         plugin, reason):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny3.toml").write_text(TINY3_TOML)
+    code, err = cli_error(capsys, "search", "tiny3.toml", "--trials", "8", "--seed", "0", "--backend", "roofline",
+                          "--no-progress", "--objective", "latency", "--objective", f"quit={plugin}")
+    assert code == 0 and err == []  # not exit 3, not "interrupted" (130)
+    study = optuna.load_study(study_name="tiny3", storage="sqlite:///studies/tiny3.db")
+    failed = [t for t in study.trials if t.state == FAIL]
+    assert failed and len([t for t in study.trials if t.state == COMPLETE]) + len(failed) == len(study.trials)
+    assert all(t.user_attrs[CONFIG_ATTR].startswith("int8,") and t.user_attrs[FAIL_ATTR].startswith(reason)
+               for t in failed)
+
+
+def test_a_plugin_whose_process_crashes_fails_its_trial_and_the_next_trial_gets_a_new_process():
+    study = new_study(plugins=1)
+    crash = parse_objective("boom=tests.fakes:crashes_on_int8_first_layer:maximize")
+    search(study, fakes.FakeBackend(), crash, trials=8)
+    failed = reasons(study)
+    assert failed and all(r.startswith("objective boom (tests.fakes:crashes_on_int8_first_layer): its process was "
+                                       "killed by SIGSEGV on int8,") for r in failed)
+    assert len([t for t in study.trials if t.state == COMPLETE]) == 8 - len(failed)
+    # One process for the study, and one more after each crash (a trial after the last crash started it).
+    assert len(failed) <= crash._process.started - 1 <= len(failed) + 1
+    crash.close()
+
+
+def test_a_plugin_that_hangs_is_killed_at_its_timeout(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPSEARCH_FAKE_PID_LOG", str(tmp_path / "pids"))
+    study = new_study(plugins=1)
+    hang = parse_objective("stuck=tests.fakes:records_pid_then_hangs_on_int8_first_layer:maximize")
+    coordinator = Coordinator(heartbeat_s=0.05, stale_after_s=5, objective_timeout_s=0.3)
+    search(study, fakes.FakeBackend(), hang, trials=6, coordinator=coordinator)
+    hang.close()
+    pids = {int(p) for p in (tmp_path / "pids").read_text().split()}
+    assert reasons(study) and len(pids) >= 2  # hung at least once, and a new process took over
+    for pid in pids:  # every plug-in process is gone, none left hanging
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_ctrl_c_in_the_terminal_means_interrupted_and_stops_the_plugin_process(tmp_path):
+    # A terminal's Ctrl-C sends SIGINT to its whole foreground process group.
+    pids = tmp_path / "pids"
+    (tmp_path / "one.toml").write_text('name = "one"\nbatch = 8\nsizes = [64, 64]\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mpsearch.cli", "search", "one.toml", "--trials", "50", "--backend", "roofline",
+         "--formats", "int8", "--no-progress", "--objective", "latency",
+         "--objective", "tests.fakes:records_pid_then_hangs_on_int8_first_layer"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "MPSEARCH_FAKE_PID_LOG": str(pids)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    while not pids.exists():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == ["interrupted: every finished trial is stored; resume with `mpsearch resume NAME`"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pids.read_text().split()[0]), 0)
 
 
 @pytest.mark.parametrize("plugin, reason", [

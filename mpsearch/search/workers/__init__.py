@@ -28,9 +28,8 @@ from mpsearch.search.workers.accounting import (
     BUDGET_KEY, COLLISION_ATTR, MEASURE_START_ATTR, count_measurements, duplicate_report, is_measurement,
     read_study_budget, worker_summary, write_study_budget,
 )
-from mpsearch.search.workers.coordinator import (
-    DEFAULT_OBJECTIVE_TIMEOUT_S, Coordinator, check_timing, evaluate_with_timeout,
-)
+from mpsearch.objectives import DEFAULT_OBJECTIVE_TIMEOUT_S
+from mpsearch.search.workers.coordinator import Coordinator, check_timing
 from mpsearch.search.workers.heartbeat import DEFAULT_HEARTBEAT_S, HEARTBEAT_ATTR, Heartbeat
 from mpsearch.search.workers.identity import GPU_ATTR, WORKER_INDEX_ATTR, gpu_identity, visible_gpus, worker_id
 from mpsearch.search.workers.launch import LaunchedWorker, launch_workers, wait_workers
@@ -42,7 +41,7 @@ __all__ = [
     "BUDGET_KEY", "COLLISION_ATTR", "DEFAULT_HEARTBEAT_S", "DEFAULT_OBJECTIVE_TIMEOUT_S", "DEFAULT_STALE_AFTER_S",
     "GPU_ATTR", "HEARTBEAT_ATTR", "MEASURE_START_ATTR", "RETRY_ATTR", "SWEPT_ATTR", "WORKER_INDEX_ATTR",
     "Coordinator", "Heartbeat", "LaunchedWorker", "SweptTrial", "check_timing", "count_measurements",
-    "duplicate_report", "evaluate_with_timeout", "gpu_identity", "is_measurement", "last_sign_of_life",
+    "duplicate_report", "gpu_identity", "is_measurement", "last_sign_of_life",
     "launch_workers", "read_study_budget", "storage_errors_to_one_line", "sweep_stale_trials", "visible_gpus",
     "wait_workers", "worker_id", "worker_summary", "write_study_budget",
 ]

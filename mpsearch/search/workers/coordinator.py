@@ -7,15 +7,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mpsearch.errors import InvalidSpecError, ObjectiveError
+from mpsearch.errors import InvalidSpecError
+from mpsearch.objectives import DEFAULT_OBJECTIVE_TIMEOUT_S, PluginObjective
 from mpsearch.search.workers.accounting import measurement_counts
 from mpsearch.search.workers.ask import ask_owned
 from mpsearch.search.workers.heartbeat import DEFAULT_HEARTBEAT_S, HEARTBEAT_ATTR, Heartbeat
 from mpsearch.search.workers.identity import GPU_ATTR, WORKER_INDEX_ATTR, WorkerIdentity, gpu_identity, this_worker
 from mpsearch.search.workers.sweep import DEFAULT_STALE_AFTER_S, SweptTrial, sweep_stale_trials
-
-# A plug-in objective (user Python) that runs longer than this fails its trial; the study goes on.
-DEFAULT_OBJECTIVE_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -91,12 +89,10 @@ class Coordinator:
             self.sweep(study)
 
     def evaluate(self, objective: Any, network: Any, config: Any) -> Any:
-        from mpsearch.objectives import PluginObjective
-
-        if self.objective_timeout_s is None or not isinstance(objective, PluginObjective):
-            # Latency stays on this thread: a GPU backend's context belongs to the thread that made it.
-            return objective.evaluate(network, config)
-        return evaluate_with_timeout(objective, network, config, self.objective_timeout_s)
+        """``objective.evaluate``; a plug-in's within ``objective_timeout_s`` (it runs in its own process)."""
+        if isinstance(objective, PluginObjective):
+            return objective.evaluate(network, config, timeout_s=self.objective_timeout_s)
+        return objective.evaluate(network, config)
 
 
 def check_timing(heartbeat_s: float, stale_after_s: float, objective_timeout_s: float | None = None) -> None:
@@ -109,30 +105,3 @@ def check_timing(heartbeat_s: float, stale_after_s: float, objective_timeout_s: 
         )
     if objective_timeout_s is not None and not objective_timeout_s > 0:
         raise InvalidSpecError(f"--objective-timeout must be > 0 seconds, got {objective_timeout_s}")
-
-
-def evaluate_with_timeout(objective: Any, network: Any, config: Any, timeout_s: float) -> Any:
-    """``objective.evaluate`` in a daemon thread; ObjectiveError if it has not returned in time.
-
-    A Python function cannot be killed from outside; a hung one keeps its thread (daemon: it does
-    not keep the process alive) and the trial fails with the reason, so the study goes on.
-    """
-    box: dict[str, Any] = {}
-
-    def call() -> None:
-        try:
-            box["value"] = objective.evaluate(network, config)
-        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread below
-            box["error"] = err
-
-    thread = threading.Thread(target=call, name=f"objective-{objective.name}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise ObjectiveError(
-            f"objective {objective.name} ({getattr(objective, 'target', '?')}) did not return within "
-            f"{timeout_s:g} s on {config}; raise --objective-timeout if it needs longer"
-        )
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
