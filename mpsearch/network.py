@@ -154,6 +154,8 @@ def _validate(net: Network, where: str) -> None:
                 raise InvalidSpecError(
                     f"{where}: groups.{gname} names unknown layer {member!r}; layers are {', '.join(net.layer_names)}"
                 )
+            if grouped.get(member) == gname:
+                raise InvalidSpecError(f"{where}: groups.{gname} lists layer {member!r} twice: list each layer once")
             if member in grouped:
                 raise InvalidSpecError(
                     f"{where}: groups.{gname} and groups.{grouped[member]} both contain {member!r}: a layer may be in one group"
@@ -248,6 +250,9 @@ def load_network(path: str | Path) -> Network:
         raise InvalidSpecError(f"{path}: no such network file; give a TOML file or a preset ({', '.join(PRESETS)})") from None
     except OSError as err:
         raise InvalidSpecError(f"{path}: cannot read the network file: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise InvalidSpecError(f"{path}: not a UTF-8 text file (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                               "a network spec is a TOML text file") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -35,6 +35,7 @@ from typing import Any, Callable
 from mpsearch.errors import InvalidSpecError, ObjectiveError
 from mpsearch.network import Network
 from mpsearch.space import Config, capacity
+from mpsearch.validation import BUILT_IN_OBJECTIVES
 
 DIRECTIONS = ("minimize", "maximize")
 # A plug-in objective (user Python) that runs longer than this fails its trial; the study goes on.
@@ -162,9 +163,6 @@ def load_callable(target: str) -> Callable[..., Any]:
     return obj
 
 
-BUILT_IN = ("latency", "capacity", "sqnr")
-
-
 def is_plugin_spec(text: str) -> bool:
     """Whether an objective's command-line form names a plug-in (code to import), not a built-in."""
     text = text.strip()
@@ -188,7 +186,11 @@ def parse_plugin_spec(text: str) -> tuple[str, str, str]:
             f"objective {text!r} is not 'latency', 'capacity' or 'package.module:function[:minimize|maximize]'"
         )
     module, attr = parts[0].strip(), parts[1].strip()
-    return (name.strip() or attr.split(".")[-1]), f"{module}:{attr}", direction
+    name = name.strip() or attr.split(".")[-1]
+    if name in BUILT_IN_OBJECTIVES:
+        raise InvalidSpecError(f"objective {text!r}: {name!r} is a built-in objective's name; name the plug-in "
+                               f"otherwise: --objective NAME={module}:{attr}:{direction}")
+    return name, f"{module}:{attr}", direction
 
 
 def parse_objective(text: str, backend: Any = None) -> Objective:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 from mpsearch.errors import MpsearchError, UnsupportedConfigError
 from mpsearch.objectives import Objective, check_objective_value
 from mpsearch.search.record import CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, REPEAT_ATTR, STOP_ATTR
+from mpsearch.search.study import store_reference_point
 from mpsearch.search.workers import COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator
 from mpsearch.space import SearchSpace
 
@@ -281,8 +282,10 @@ def run_search(
         if outcome.stop_reason:
             try:
                 study.set_user_attr(STOP_ATTR, outcome.stop_reason)
+                # Fixed here, by a process that writes anyway, so that reports only read it.
+                store_reference_point(study)
             except Exception:
-                pass  # the reason is also returned; losing this attribute loses no measurement
+                pass  # the reason is also returned; losing these attributes loses no measurement
 
 
 def _note(bar: Any, message: str) -> None:

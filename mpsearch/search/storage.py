@@ -36,7 +36,19 @@ SQLITE_BUSY_TIMEOUT_S = 5.0
 
 
 def default_storage_url(study_name: str) -> str:
-    return f"sqlite:///{STUDIES_DIR / (study_name + '.db')}"
+    """``sqlite:///studies/NAME.db``; InvalidSpecError for a name that could point outside studies/."""
+    from mpsearch.validation import check_study_name
+
+    return f"sqlite:///{STUDIES_DIR / (check_study_name(study_name) + '.db')}"
+
+
+def default_journal_url(study_name: str) -> str:
+    """``journal:studies/NAME.log`` (several processes on one host), with studies/ created."""
+    from mpsearch.validation import check_study_name
+
+    check_study_name(study_name)
+    STUDIES_DIR.mkdir(parents=True, exist_ok=True)
+    return f"journal:{STUDIES_DIR / (study_name + '.log')}"
 
 
 def storage_kind(url: str) -> str:
