@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from mpsearch.errors import InvalidSpecError
+from mpsearch.validation import reserved_layer_name
 
 # Largest dimension accepted: far above any real layer, it catches typos (an extra zero or two).
 MAX_DIM = 1 << 24
@@ -136,6 +137,8 @@ def _validate(net: Network, where: str) -> None:
             raise InvalidSpecError(f"{where}: layers[{i}].name must be a non-empty string, got {layer.name!r}")
         if layer.name in seen:
             raise InvalidSpecError(f"{where}: layers[{i}].name must be unique, got {layer.name!r} twice")
+        if reserved_layer_name(layer.name):
+            raise InvalidSpecError(f"{where}: layers[{i}]: {reserved_layer_name(layer.name)}")
         seen.add(layer.name)
         for dim in ("m", "n", "k"):
             value = getattr(layer, dim)

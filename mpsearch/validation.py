@@ -57,26 +57,37 @@ def offset_seed(base: int | None, offset: int) -> int | None:
     return None if base is None else (base + offset) % SEED_LIMIT
 
 
+def reserved_layer_name(name: str) -> str | None:
+    """Why ``name`` cannot name a layer (it would collide with a report column), or None."""
+    if name in REPORT_COLUMNS or name in BUILT_IN_OBJECTIVES or name.startswith("param:"):
+        return (f"layer name {name!r} is reserved (reports have columns {', '.join(REPORT_COLUMNS)} and one per "
+                f"objective, e.g. {', '.join(BUILT_IN_OBJECTIVES)}): rename the layer")
+    return None
+
+
+def check_objective_name(name: str, layers: Iterable[str] = (), network_name: str = "") -> None:
+    """Refuse an objective name that would collide with a report column or one of ``layers``."""
+    if name in REPORT_COLUMNS or name.startswith("param:"):
+        raise InvalidSpecError(
+            f"objective name {name!r} is reserved (reports have columns {', '.join(REPORT_COLUMNS)}): "
+            "rename it with NAME=package.module:function"
+        )
+    if name in set(layers):
+        raise InvalidSpecError(
+            f"objective name {name!r} is also a layer of network {network_name!r}; reports have one column per "
+            "layer and per objective: rename the objective with NAME=package.module:function"
+        )
+
+
 def check_report_columns(network_name: str, layers: Iterable[str], objectives: Iterable[str]) -> None:
     """Refuse layer and objective names that would collide in a report's tables (one column each)."""
-    layers, objectives = list(layers), list(objectives)
+    layers = list(layers)
     for layer in layers:
-        if layer in REPORT_COLUMNS or layer in BUILT_IN_OBJECTIVES or layer.startswith("param:"):
-            raise InvalidSpecError(
-                f"network {network_name!r}: layer name {layer!r} is reserved (reports have columns "
-                f"{', '.join(REPORT_COLUMNS)} and one per objective, e.g. {', '.join(BUILT_IN_OBJECTIVES)}): rename the layer"
-            )
+        why = reserved_layer_name(layer)
+        if why:
+            raise InvalidSpecError(f"network {network_name!r}: {why}")
     for name in objectives:
-        if name in REPORT_COLUMNS or name.startswith("param:"):
-            raise InvalidSpecError(
-                f"objective name {name!r} is reserved (reports have columns {', '.join(REPORT_COLUMNS)}): "
-                "rename it with NAME=package.module:function"
-            )
-        if name in layers:
-            raise InvalidSpecError(
-                f"objective name {name!r} is also a layer of network {network_name!r}; reports have one column per "
-                "layer and per objective: rename the objective with NAME=package.module:function"
-            )
+        check_objective_name(name, layers, network_name)
 
 
 def check_output_folder(path: Path, flag: str = "--out") -> Path:

@@ -34,7 +34,8 @@ from mpsearch.space import SearchSpace
 from tests import fakes
 from tests.conftest import REPO
 
-COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+COMPLETE, FAIL, RUNNING = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                           optuna.trial.TrialState.RUNNING)
 NET = Network("tiny3", (Layer("fc1", 64, 128, 256), Layer("fc2", 64, 64, 128), Layer("fc3", 64, 32, 64)))
 SPACE = SearchSpace(NET, ("fp16", "int8", "fp8_e4m3"))  # 27 configurations
 
@@ -270,6 +271,83 @@ def test_a_malformed_network_spec_is_one_line_naming_the_field(capsys, tmp_path,
     (tmp_path / "x.toml").write_text(toml)
     code, err = cli_error(capsys, "search", "x.toml", "--trials", "1", "--backend", "roofline", "--no-progress")
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('name = "x"\nbatch = 8\n[[layers]]\nname = "a"\nk = 64\nn = 64\n[[layers]]\nname = "b"\nk = 64\nn = 64\n'
+     '[groups]\ng1 = ["a", "a"]\n', "x.toml: groups.g1 lists layer 'a' twice: list each layer once"),
+    ('name = "x"\nbatch = 8\n[[layers]]\nname = "trial"\nk = 64\nn = 64\n',
+     "x.toml: layers[0]: layer name 'trial' is reserved (reports have columns trial, state, config, "),
+    ('name = "x"\nbatch = 8\n[[layers]]\nname = "config"\nk = 64\nn = 64\n', "layer name 'config' is reserved"),
+    ('name = "x"\nbatch = 8\n[[layers]]\nname = "latency"\nk = 64\nn = 64\n', "layer name 'latency' is reserved"),
+])
+def test_a_network_whose_names_would_corrupt_its_report_is_one_line(capsys, tmp_path, monkeypatch, toml, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.toml").write_text(toml)
+    code, err = cli_error(capsys, "search", "x.toml", "--trials", "1", "--backend", "roofline", "--no-progress")
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "studies").exists() or not list((tmp_path / "studies").iterdir())
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("trial=tests.plugins:constant_one", "objective name 'trial' is reserved (reports have columns trial, state, config"),
+    ("config=tests.plugins:constant_one", "objective name 'config' is reserved"),
+    ("latency=tests.plugins:constant_one", "'latency' is a built-in objective's name; name the plug-in otherwise"),
+    ("fc1=tests.plugins:constant_one", "objective name 'fc1' is also a layer of network 'mlp6'"),
+])
+def test_an_objective_whose_name_would_corrupt_the_report_is_one_line(capsys, tmp_path, monkeypatch, spec, message):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "search", "mlp6", "--trials", "1", "--backend", "roofline", "--no-progress",
+                          "--objective", "latency", "--objective", "capacity", "--objective", spec)
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_a_binary_network_file_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.toml").write_bytes(b"\xff\xfe\x00name = 1\n")
+    code, err = cli_error(capsys, "search", "x.toml", "--trials", "1", "--backend", "roofline", "--no-progress")
+    assert code == 2 and err == ["error: x.toml: not a UTF-8 text file (byte 0xff at offset 0); a network spec is a "
+                                 "TOML text file"]
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**70), str(2**32)])
+def test_a_seed_numpy_cannot_take_is_one_line(capsys, tmp_path, monkeypatch, seed):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "search", "mlp6", "--trials", "1", "--seed", seed, "--backend", "roofline", "--no-progress")
+    assert code == 2 and err == [f"error: --seed must be an integer in [0, 4294967295], got {seed}"]
+
+
+def test_a_study_seeded_near_the_top_of_the_range_can_be_resumed(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in (("search", "mlp6", "--trials", "3", "--seed", "4294967294", "--backend", "roofline"),
+                 ("resume", "mlp6", "--trials", "2")):  # the resumed seed (+ trials stored) wraps around
+        code, err = cli_error(capsys, *args, "--no-progress")
+        assert code == 0 and err == [], err
+
+
+def test_an_empty_format_menu_is_refused_not_replaced_by_the_default(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "search", "mlp6", "--trials", "1", "--formats", "", "--backend", "roofline",
+                          "--no-progress")
+    assert code == 2 and err == ["error: the format menu is empty: give at least one format, e.g. --formats fp16,int8"]
+
+
+def test_a_search_in_which_every_trial_failed_exits_1_with_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "search", "mlp6", "--trials", "2", "--backend", "roofline", "--no-progress",
+                          "--objective", "latency", "--objective", "tests.plugins:returns_nan")
+    assert code == 1 and err == ["error: no Pareto front: none of the 2 trials of study mlp6 completed with a feasible "
+                                 "configuration (2 failed; last reason: objective returns_nan returned nan; it must "
+                                 "return a finite float)"]
+
+
+def test_report_out_naming_a_file_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli_error(capsys, "search", "mlp6", "--trials", "2", "--backend", "roofline", "--no-progress")[0] == 0
+    (tmp_path / "front.png").write_bytes(b"an image")
+    code, err = cli_error(capsys, "report", "mlp6", "--out", "front.png")
+    assert code == 2 and err == ["error: --out front.png is a file: give a folder (a report writes several files into it)"]
+    assert (tmp_path / "front.png").read_bytes() == b"an image"
 
 
 def test_a_plugin_module_that_raises_on_import_is_one_line(capsys, tmp_path, monkeypatch):
@@ -536,6 +614,112 @@ def test_a_measurement_whose_trial_was_swept_meanwhile_is_reported_not_crashed(c
     outcome = search(study, SweptDuringMeasurement(), trials=2)
     assert outcome.lost_tells == 2 and outcome.measured == 2
     assert "was failed by another worker's sweep while measured here" in capsys.readouterr().out
+
+
+def test_a_trial_swept_before_its_claim_is_dropped_with_a_note_and_the_worker_goes_on(capsys):
+    # A worker paused right after asking (before it names its configuration) for longer than
+    # --stale-after: a sweep fails the trial; every later write onto it fails, none may crash the worker.
+    study = new_study()
+    swept = []
+
+    class SweptAfterAsk(SearchSpace):
+        def suggest(self, trial):
+            if not swept:
+                swept.append(trial.number)
+                study.tell(trial.number, state=FAIL)  # another worker's sweep
+            return super().suggest(trial)
+
+    outcome = search(study, fakes.FakeBackend(), trials=3, space=SweptAfterAsk(NET, SPACE.menu))
+    assert outcome.lost_tells == 1 and outcome.measured == 3
+    assert [t.state for t in study.trials if t.number != swept[0]] == [COMPLETE] * 3
+    assert f"trial {swept[0]} was failed by another worker's sweep while measured here" in capsys.readouterr().out
+
+
+def test_a_trial_is_created_owned_by_its_worker(tmp_path):
+    # A worker killed right after asking must leave a trial that names it, in the very write that
+    # created it: the next worker can then tell at once that its owner is gone.
+    import json
+
+    from mpsearch.search.workers.identity import WORKER_TOKEN_ATTR, this_worker
+
+    path = tmp_path / "s.log"
+    study = new_study(open_storage(f"journal:{path}"))
+    trial = Coordinator().ask(study)
+    created = [json.loads(line) for line in path.read_text().splitlines() if json.loads(line)["op_code"] == 4]
+    assert len(created) == 1 and created[0]["user_attrs"][WORKER_TOKEN_ATTR] == this_worker().token
+    assert created[0]["user_attrs"]["heartbeat"] > 0 and trial.number == 0
+
+
+def test_a_dead_workers_trial_left_right_after_ask_is_recovered_by_the_next_run_at_once(tmp_path):
+    url = f"journal:{tmp_path}/s.log"
+    study = new_study(open_storage(url))
+    asked = subprocess.run(  # a worker killed between ask and its claim: nothing measured, owner recorded
+        [sys.executable, "-c", f"import os, optuna\nfrom mpsearch.search.storage import open_storage\n"
+                               f"from mpsearch.search.workers import Coordinator\n"
+                               f"study = optuna.load_study(study_name={study.study_name!r}, storage=open_storage({url!r}))\n"
+                               f"Coordinator().ask(study)\nos._exit(9)"],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert asked.returncode == 9, asked.stderr
+    assert [t.state for t in study.get_trials()] == [RUNNING]
+    search(study, fakes.FakeBackend(), trials=1)
+    first = study.get_trials()[0]
+    assert first.state == FAIL and "process gone" in first.user_attrs[FAIL_ATTR]
+
+
+def test_the_default_sweep_finds_a_silent_worker_within_half_a_minute():
+    from mpsearch.search.record import WORKER_ATTR
+    from mpsearch.search.workers import HEARTBEAT_ATTR
+    from mpsearch.search.workers.identity import WorkerIdentity
+
+    study = new_study()
+    far_away = WorkerIdentity("elsewhere", 7, "remote-token", "another-boot/pid:[1]", 1)
+    for age in (40, 20):
+        trial = study.ask()
+        for key, value in {**far_away.attrs(), HEARTBEAT_ATTR: time.time() - age}.items():
+            trial.set_user_attr(key, value)
+    swept = Coordinator().sweep(study, force=True)  # the defaults: what a user gets
+    assert [s.number for s in swept] == [0]  # silent for 40 s: dead; for 20 s: may be alive
+    assert study.trials[0].user_attrs[FAIL_ATTR].startswith("worker elsewhere:7 stopped (no heartbeat since ")
+    assert study.trials[1].state == RUNNING and study.trials[1].user_attrs[WORKER_ATTR] == "elsewhere:7"
+
+
+def test_a_worker_busy_measuring_still_sweeps_a_dead_workers_trial():
+    from mpsearch.search.workers import HEARTBEAT_ATTR, SWEPT_ATTR
+    from mpsearch.search.workers.identity import WorkerIdentity
+
+    study = new_study()
+    dead = study.ask()
+    for key, value in {**WorkerIdentity("elsewhere", 7, "dead-token", None, None).attrs(),
+                       HEARTBEAT_ATTR: time.time()}.items():
+        dead.set_user_attr(key, value)
+    # One measurement of 2 s; the dead worker's last beat goes stale 0.5 s into it.
+    coordinator = Coordinator(heartbeat_s=0.2, stale_after_s=0.5)
+    search(study, fakes.FakeBackend(sleep_s=2.0), trials=1, coordinator=coordinator)
+    swept, mine = study.trials[0], study.trials[-1]
+    assert swept.state == FAIL and SWEPT_ATTR in swept.user_attrs
+    assert swept.datetime_complete < mine.datetime_complete  # swept during the measurement, not after it
+
+
+def test_a_shared_budget_is_completed_when_the_worker_of_its_last_measurement_dies():
+    # The study needs 3 measurements; 2 are done and the 3rd is in flight on a worker that then dies.
+    # A live worker must not stop at "budget reached" (the study would end one short): it waits,
+    # sweeps the dead worker's trial, and measures that configuration itself.
+    from mpsearch.search.workers import HEARTBEAT_ATTR, MEASURE_START_ATTR, RETRY_ATTR
+    from mpsearch.search.workers.identity import WorkerIdentity
+
+    study = new_study()
+    search(study, fakes.FakeBackend(), trials=2)
+    dying = study.ask()
+    SPACE.suggest(dying)
+    for key, value in {**WorkerIdentity("elsewhere", 7, "dying-token", None, None).attrs(), HEARTBEAT_ATTR: time.time(),
+                       CONFIG_ATTR: "int8,int8,int8", MEASURE_START_ATTR: time.time()}.items():
+        dying.set_user_attr(key, value)
+    coordinator = Coordinator(heartbeat_s=0.2, stale_after_s=0.6, study_budget=3)
+    outcome = search(study, fakes.FakeBackend(), trials=10, coordinator=coordinator)
+    assert outcome.stop_reason == "study budget reached (3 measurements across all workers)"
+    assert outcome.measured == 1
+    retried = [t for t in study.trials if t.user_attrs.get(RETRY_ATTR) == dying.number]
+    assert len(retried) == 1 and retried[0].state == COMPLETE
 
 
 @pytest.mark.distributed

@@ -35,7 +35,7 @@ from typing import Any, Callable
 from mpsearch.errors import InvalidSpecError, ObjectiveError
 from mpsearch.network import Network
 from mpsearch.space import Config, capacity
-from mpsearch.validation import BUILT_IN_OBJECTIVES
+from mpsearch.validation import BUILT_IN_OBJECTIVES, check_objective_name
 
 DIRECTIONS = ("minimize", "maximize")
 # A plug-in objective (user Python) that runs longer than this fails its trial; the study goes on.
@@ -102,7 +102,9 @@ class PluginObjective(Objective):
         return f"{self.name}={self.target}:{self.direction}"
 
     def prepare(self, network: Network) -> None:
-        """Start the plug-in's process and import it there: an import that fails is one line now."""
+        """Check the name against the network's layers, then start the plug-in's process and import
+        it there: an import that fails is one line now, not one failed trial after another."""
+        check_objective_name(self.name, network.layer_names, network.name)
         self._process_for(network)
 
     def _process_for(self, network: Network) -> Any:
@@ -190,6 +192,7 @@ def parse_plugin_spec(text: str) -> tuple[str, str, str]:
     if name in BUILT_IN_OBJECTIVES:
         raise InvalidSpecError(f"objective {text!r}: {name!r} is a built-in objective's name; name the plug-in "
                                f"otherwise: --objective NAME={module}:{attr}:{direction}")
+    check_objective_name(name)
     return name, f"{module}:{attr}", direction
 
 
