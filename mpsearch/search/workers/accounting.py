@@ -21,8 +21,10 @@ def is_measurement(trial: Any) -> bool:
     attrs = trial.user_attrs
     if trial.state == optuna.trial.TrialState.RUNNING and MEASURE_START_ATTR not in attrs:
         return False  # still deciding: it may turn out a repeat or a collision
-    return (CONFIG_ATTR in attrs and REPEAT_ATTR not in attrs and COLLISION_ATTR not in attrs
-            and SWEPT_ATTR not in attrs)
+    # A trial a sweep failed measured nothing; one that its worker told COMPLETE before the sweep
+    # could (its sweeper wrote its name, then lost the race) did.
+    swept = SWEPT_ATTR in attrs and trial.state != optuna.trial.TrialState.COMPLETE
+    return CONFIG_ATTR in attrs and REPEAT_ATTR not in attrs and COLLISION_ATTR not in attrs and not swept
 
 
 def count_measurements(study: Any, include_running: bool = False) -> int:

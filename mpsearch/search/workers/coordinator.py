@@ -13,7 +13,7 @@ from mpsearch.search.workers.accounting import measurement_counts
 from mpsearch.search.workers.ask import ask_owned
 from mpsearch.search.workers.heartbeat import DEFAULT_HEARTBEAT_S, HEARTBEAT_ATTR, Heartbeat
 from mpsearch.search.workers.identity import GPU_ATTR, WORKER_INDEX_ATTR, WorkerIdentity, gpu_identity, this_worker
-from mpsearch.search.workers.sweep import DEFAULT_STALE_AFTER_S, SweptTrial, sweep_stale_trials
+from mpsearch.search.workers.sweep import DEFAULT_STALE_AFTER_S, SweptTrial, requeue_owed, sweep_stale_trials
 
 
 @dataclass
@@ -34,7 +34,9 @@ class Coordinator:
     study_budget: int | None = None
     worker: WorkerIdentity = field(default_factory=this_worker)
     swept: list[SweptTrial] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)  # swept trials whose lost re-measurement this worker queued
     _last_sweep: float = float("-inf")
+    _last_debt_check: float = float("-inf")
     _sweeping: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -47,11 +49,16 @@ class Coordinator:
         dead worker's trial is found within ``stale_after_s`` plus one interval even while every live
         worker is busy measuring."""
         with self._sweeping:
-            if not force and time.monotonic() - self._last_sweep < self.heartbeat_s:
+            now = time.monotonic()
+            if not force and now - self._last_sweep < self.heartbeat_s:
                 return []
-            self._last_sweep = time.monotonic()
+            self._last_sweep = now
             done = sweep_stale_trials(study, self.stale_after_s, me=self.worker)
             self.swept += done
+            # Debts a sweeper killed mid-sweep left: rarer, and a look at every trial, so less often.
+            if force or now - self._last_debt_check >= self.stale_after_s:
+                self._last_debt_check = now
+                self.requeued += requeue_owed(study, older_than_s=self.heartbeat_s)
             return done
 
     def trial_attrs(self) -> dict[str, Any]:

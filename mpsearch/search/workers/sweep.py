@@ -82,3 +82,39 @@ def sweep_stale_trials(study: Any, stale_after_s: float, *, now: float | None = 
             requeued = True
         swept.append(SweptTrial(t.number, config, owner, reason, requeued))
     return swept
+
+
+def requeue_owed(study: Any, older_than_s: float, *, now: float | None = None) -> list[int]:
+    """Queue again every configuration a dead worker left unmeasured whose re-measurement got lost;
+    returns the numbers of the swept trials queued for.
+
+    A sweeper fails the trial, then queues its configuration: two writes, so a sweeper killed in
+    between (or a retry that collided and was killed before queueing itself again) leaves a
+    configuration owed and nothing queued for it. Owed: a configuration of a swept trial (more than
+    ``older_than_s`` ago: its sweeper has had the time to queue it) that no trial has measured, is
+    measuring, or waits to measure. Rarely, two processes repair one debt at once; the claims then
+    make the second a repeat or a collision, never a second measurement.
+    """
+    import optuna
+
+    S = optuna.trial.TrialState
+    now = time.time() if now is None else now
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    covered: set[str] = set()
+    for t in trials:
+        if t.state in (S.COMPLETE, S.RUNNING) and CONFIG_ATTR in t.user_attrs:
+            covered.add(t.user_attrs[CONFIG_ATTR])
+        if t.state in (S.RUNNING, S.WAITING) and t.user_attrs.get(RETRY_ATTR) in by_number:
+            covered.add(by_number[t.user_attrs[RETRY_ATTR]].user_attrs.get(CONFIG_ATTR, ""))
+    queued = []
+    for t in trials:
+        config = t.user_attrs.get(CONFIG_ATTR)
+        if (t.state != S.FAIL or SWEPT_ATTR not in t.user_attrs or not config or config in covered or not t.params
+                or REPEAT_ATTR in t.user_attrs or t.datetime_complete is None
+                or now - t.datetime_complete.timestamp() < older_than_s):
+            continue
+        study.enqueue_trial(dict(t.params), user_attrs={RETRY_ATTR: t.number})
+        covered.add(config)
+        queued.append(t.number)
+    return queued
