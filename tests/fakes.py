@@ -6,8 +6,9 @@ tests/test_distributed.py). The plug-ins are imported by path, as a user's would
   ``oom`` (the GPU runs out of memory, as torch reports it), ``kernel_check`` (a kernel fails its
   float64 check), ``unsupported``, ``nan`` / ``inf`` / ``string`` (a broken result), ``bug``.
 - ``slow_capacity``: the capacity objective, after sleeping ``$MPSEARCH_FAKE_SLEEP_S`` seconds, and
-  appending ``pid config`` to ``$MPSEARCH_FAKE_LOG``: the record of what each worker measured (and,
-  before the sleep, to ``$MPSEARCH_FAKE_START_LOG``: what it is measuring now).
+  appending ``pid config`` to ``$MPSEARCH_FAKE_LOG`` (``pid`` being the worker's, whose child runs
+  the plug-in): the record of what each worker measured (and, before the sleep, to
+  ``$MPSEARCH_FAKE_START_LOG``: what it is measuring now).
 - ``hangs_on_int8_first_layer``: never returns for configurations whose first layer is int8; the
   same configurations make ``exits_on_...`` call ``sys.exit(3)``, ``interrupts_on_...`` raise
   KeyboardInterrupt and ``crashes_on_...`` die of SIGSEGV.
@@ -84,11 +85,12 @@ def _append(path, line):
 
 
 def slow_capacity(config, network):
+    worker = os.getppid()  # a plug-in runs in a child of the worker process: log the worker
     if os.environ.get("MPSEARCH_FAKE_START_LOG"):  # "measuring now": lets a test kill mid-measurement
-        _append(os.environ["MPSEARCH_FAKE_START_LOG"], f"{os.getpid()} {config.key}\n")
+        _append(os.environ["MPSEARCH_FAKE_START_LOG"], f"{worker} {config.key}\n")
     time.sleep(float(os.environ.get("MPSEARCH_FAKE_SLEEP_S", "0.01")))
     if os.environ.get("MPSEARCH_FAKE_LOG"):
-        _append(os.environ["MPSEARCH_FAKE_LOG"], f"{os.getpid()} {config.key}\n")
+        _append(os.environ["MPSEARCH_FAKE_LOG"], f"{worker} {config.key}\n")
     return float(capacity(network, config))
 
 

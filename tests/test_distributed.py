@@ -42,6 +42,7 @@ REDIS = "redis://127.0.0.1:6379/0"
 COMPLETE, FAIL, RUNNING, WAITING = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
                                     optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
 OBJECTIVES = ("--objective", "latency", "--objective", "cap=tests.fakes:slow_capacity:maximize")
+PLUGIN = OBJECTIVES[2:]  # what `worker` and `resume` must be told again: a stored study names no code to run
 FAST = ("--heartbeat", "0.5", "--stale-after", "30")
 
 
@@ -112,12 +113,12 @@ def measured_log(s, started=False) -> list[tuple[int, str]]:
 
 # --- the done-when criteria ---------------------------------------------------------------------
 
-@pytest.mark.slow  # the done-when criteria: 10-30 s each
+@pytest.mark.slow
 def test_four_workers_times_fifty_trials_lose_nothing_and_measure_nothing_twice(shared):
     s = shared
     create(s, "--workers", "0", "--trials", "200")
     procs = [spawn(s, "worker", s.name, "--storage", s.url, "--trials", "50", "--worker-index", str(i),
-                   "--no-progress", *FAST) for i in range(4)]
+                   "--no-progress", *PLUGIN, *FAST) for i in range(4)]
     outs = [finish(p) for p in procs]
     study = load(s)
     measured = [t for t in study.trials if t.state == COMPLETE and is_measurement(t)]
@@ -141,10 +142,11 @@ def test_four_workers_times_fifty_trials_lose_nothing_and_measure_nothing_twice(
     assert all("stopped: trial budget reached (50 measurements)" in o for o in outs)
 
 
-@pytest.mark.slow  # the done-when criteria: 10-30 s each
+@pytest.mark.slow
 def test_kill_minus_nine_then_resume_loses_no_completed_trial_and_remeasures_the_interrupted(shared):
+    # The commands a user runs, killed for real; tests/test_fault_injection.py kills many more workers.
     s = shared
-    cycles = {"journal": 8, "postgresql": 6, "redis": 6}[s.kind]  # 20 kills in all
+    cycles = {"journal": 3, "postgresql": 2, "redis": 2}[s.kind]
     create(s, "--trials", "1")
     rng = random.Random(s.name)
     snapshots: list[dict[int, list[float]]] = []
@@ -152,7 +154,8 @@ def test_kill_minus_nine_then_resume_loses_no_completed_trial_and_remeasures_the
     for cycle in range(cycles):
         # Alternate the two ways of continuing a study: both sweep the dead worker's trial at start.
         command = "resume" if cycle % 2 else "worker"
-        proc = spawn(s, command, s.name, "--storage", s.url, "--trials", "10000", "--no-progress", *FAST, sleep_s=0.2)
+        proc = spawn(s, command, s.name, "--storage", s.url, "--trials", "10000", "--no-progress", *PLUGIN, *FAST,
+                     sleep_s=0.2)
         deadline = time.monotonic() + 120
         while True:  # at least 2 measurements done, and one under way
             done = sum(1 for pid, _ in measured_log(s) if pid == proc.pid)
@@ -169,7 +172,7 @@ def test_kill_minus_nine_then_resume_loses_no_completed_trial_and_remeasures_the
         snapshots.append({t.number: t.values for t in study.trials if t.state == COMPLETE})
         interrupted += [(t.number, t.user_attrs[CONFIG_ATTR], proc.pid) for t in study.trials
                         if t.state == RUNNING and CONFIG_ATTR in t.user_attrs and "repeat_of" not in t.user_attrs]
-    finish(spawn(s, "resume", s.name, "--storage", s.url, "--trials", "3", "--no-progress", *FAST))
+    finish(spawn(s, "resume", s.name, "--storage", s.url, "--trials", "3", "--no-progress", *PLUGIN, *FAST))
 
     study = load(s)
     final = {t.number: t for t in study.trials}
@@ -247,6 +250,26 @@ def test_a_dead_workers_trial_is_failed_and_requeued_exactly_once_by_racing_swee
     assert waiting[0].system_attrs["fixed_params"] == {"fc1": "int8", "fc2": "fp16"}  # measured next
 
 
+def test_a_re_measurement_lost_with_its_sweeper_is_queued_again_once(shared):
+    # A sweeper killed between failing a dead worker's trial and queueing its configuration.
+    from mpsearch.search.workers.sweep import requeue_owed
+
+    study = _new_study(shared)
+    owed = _running_trial(study, {"fc1": "int8", "fc2": "int8"}, elsewhere(1), time.time())
+    done = _running_trial(study, {"fc1": "fp16", "fc2": "int8"}, elsewhere(2), time.time())
+    for t in (owed, done):
+        t.set_user_attr(SWEPT_ATTR, "sweeper:9")
+        study.tell(t, state=FAIL)
+    measured = _running_trial(study, {"fc1": "fp16", "fc2": "int8"}, elsewhere(3), time.time())
+    study.tell(measured, [1.0, 2.0])  # its configuration was measured meanwhile: nothing owed
+    assert requeue_owed(study, older_than_s=60) == []  # its sweeper may still be about to queue it
+    views = [optuna.load_study(study_name=shared.name, storage=open_storage(shared.url)) for _ in range(2)]
+    assert requeue_owed(views[0], older_than_s=0) == [owed.number]
+    assert requeue_owed(views[1], older_than_s=0) == []  # queued once: the waiting retry covers it
+    waiting = [t for t in study.get_trials() if t.state == WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs[RETRY_ATTR] == owed.number
+
+
 def test_a_vanished_process_of_this_host_is_swept_at_once_despite_a_fresh_heartbeat(shared):
     study = _new_study(shared)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -295,6 +318,35 @@ def test_a_configuration_another_worker_is_measuring_is_not_measured_again(share
     assert len(collided) == outcome.collisions and all(t.state == FAIL for t in collided)
     assert all(t.user_attrs[COLLISION_ATTR] == other.number for t in collided)
     assert collided[0].user_attrs[FAIL_ATTR] == f"not measured: trial {other.number} (elsewhere:7) is measuring int8,fp16"
+
+
+def test_a_worker_killed_holding_the_journal_lock_stalls_neither_its_peer_nor_the_search(tmp_path):
+    # `search --workers 2` on its default journal (a relative path), one worker killed while it holds
+    # the journal's lock: this once left every later process spinning on the lock forever.
+    s = SimpleNamespace(kind="journal", url="journal:studies/j.log", name="j", log=tmp_path / "m.txt", cwd=tmp_path)
+    search = spawn(s, "search", "mlp6", "--study-name", "j", "--backend", "roofline", "--no-progress", "--seed", "3",
+                   "--workers", "2", "--trials", "16", *OBJECTIVES, *FAST, sleep_s=0.05)
+    lock = tmp_path / "studies" / "j.log.lock"
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None:
+        assert search.poll() is None and time.monotonic() < deadline, search.communicate()
+        workers = {pid for pid, _ in measured_log(s, started=True)}
+        try:
+            holder = os.readlink(lock)
+        except OSError:
+            continue
+        victim = next((pid for pid in workers if f'"pid":{pid},' in holder), None)
+    os.kill(victim, signal.SIGKILL)
+    start = time.monotonic()
+    out, err = search.communicate(timeout=120)
+    assert search.returncode == 1 and "(exit -9) failed" in out  # it returns, and says a worker died
+    assert time.monotonic() - start < 60
+    study = optuna.load_study(study_name="j", storage=open_storage(f"journal:{tmp_path}/studies/j.log"))
+    assert sum(1 for t in study.trials if t.state == COMPLETE and is_measurement(t)) >= 16  # the peer finished the budget
+    for command in (("resume", "j", "--storage", s.url, "--trials", "1", "--no-progress", *PLUGIN),
+                    ("report", "j", "--storage", s.url, "--no-files")):
+        finish(spawn(s, *command), timeout=60)
 
 
 def test_search_with_workers_starts_them_and_summarises_per_worker(tmp_path):

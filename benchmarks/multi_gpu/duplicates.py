@@ -69,7 +69,7 @@ def one_run(kind: str, sampler: str, network: str, formats: str, workers: int, p
         raise SystemExit(f"creating the study failed:\n{out}")
     start = time.monotonic()
     procs = [cli("worker", name, "--storage", url, "--trials", str(per_worker), "--worker-index", str(i),
-                 "--no-progress", env=env, cwd=tmp) for i in range(workers)]
+                 "--no-progress", *OBJECTIVES[2:], env=env, cwd=tmp) for i in range(workers)]
     rng = random.Random(seed)
     for k in range(kills):
         live = [p for p in procs if p.poll() is None]
@@ -84,7 +84,7 @@ def one_run(kind: str, sampler: str, network: str, formats: str, workers: int, p
         victim.communicate()
         procs.remove(victim)
         procs.append(cli("worker", name, "--storage", url, "--trials", str(per_worker), "--worker-index",
-                         str(workers + k), "--no-progress", env=env, cwd=tmp))
+                         str(workers + k), "--no-progress", *OBJECTIVES[2:], env=env, cwd=tmp))
     for p in procs:
         out, _ = p.communicate()
         if p.returncode:

@@ -46,15 +46,24 @@ def process_namespace() -> str | None:
     return f"{boot}/{pid_ns}" if boot else None
 
 
-def process_start_time(pid: int) -> int | None:
-    """When process ``pid`` of this namespace started (clock ticks after boot); None if it does not
-    exist or there is no /proc."""
+def _proc_stat(pid: int) -> tuple[str, int | None] | None:
+    """(state letter, start time in clock ticks after boot) of process ``pid`` from /proc; None if
+    /proc shows no such process."""
     stat = _read(f"/proc/{pid}/stat")
     if stat is None:
         return None
     # Fields after the command name, which is in parentheses and may itself hold spaces.
     fields = stat.rpartition(")")[2].split()
-    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+    if not fields:
+        return None
+    return fields[0], int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` of this namespace started (clock ticks after boot); None if /proc does
+    not show it."""
+    stat = _proc_stat(pid)
+    return stat[1] if stat is not None else None
 
 
 @dataclass(frozen=True)
@@ -98,8 +107,8 @@ class WorkerIdentity:
             return False
         if self.pid == os.getpid():
             return self.token != this_worker().token  # this pid, an earlier process (before a fork)
-        started = process_start_time(self.pid)
-        if started is None:
+        stat = _proc_stat(self.pid)
+        if stat is None:  # not in /proc (or /proc hides other users' processes): ask the kernel
             try:
                 os.kill(self.pid, 0)
             except ProcessLookupError:
@@ -107,7 +116,10 @@ class WorkerIdentity:
             except PermissionError:
                 return False
             return False
-        return self.started is not None and started != self.started
+        state, started = stat
+        if state in ("Z", "X"):  # it has exited; only its exit status waits for its parent
+            return True
+        return self.started is not None and started is not None and started != self.started
 
 
 _this: WorkerIdentity | None = None
