@@ -98,6 +98,8 @@ class MarkingBackend(FakeBackend):
 def _work(s, out: Path, seed: int, sleep_s: float, coordinator: dict, budget: dict, worker: WorkerIdentity | None,
           lock_grace_s: float | None) -> None:
     """A worker's life in a forked process; its outcome (or traceback) goes to ``out``."""
+    # The test stops it with SIGINT, also under a runner that started with Ctrl-C ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 0
     try:
         if lock_grace_s is not None:

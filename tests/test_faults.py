@@ -168,7 +168,8 @@ def test_ctrl_c_in_the_terminal_means_interrupted_and_stops_the_plugin_process(t
          "--formats", "int8", "--no-progress", "--objective", "latency",
          "--objective", "tests.fakes:records_pid_then_hangs_on_int8_first_layer"],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "MPSEARCH_FAKE_PID_LOG": str(pids)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal starts it
     while not pids.exists():
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
