@@ -440,6 +440,60 @@ def test_a_wrong_or_unreachable_storage_is_one_line(url, message):
     assert "secret" not in text
 
 
+def test_a_server_that_accepts_but_never_answers_is_one_line_within_the_time_limit(monkeypatch):
+    # A hung server (stopped, or behind a broken network): the connection opens, no reply ever comes.
+    import threading
+
+    from mpsearch.search import storage as storage_module
+
+    monkeypatch.setattr(storage_module, "STORAGE_STUCK_S", 1.0)
+    monkeypatch.setattr(storage_module, "CONNECT_TIMEOUT_S", 2)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(silent.accept()) for _ in range(8)], daemon=True).start()
+    port = silent.getsockname()[1]
+    try:
+        for url, limit in ((f"redis://127.0.0.1:{port}/0", 1.0), (f"postgresql://root@127.0.0.1:{port}/test", 2.0)):
+            start = time.monotonic()
+            with pytest.raises(StorageError) as err:
+                open_storage(url)
+            assert limit <= time.monotonic() - start < limit + 10
+            assert str(err.value).startswith(f"storage {url} cannot be opened: ") and "\n" not in str(err.value)
+    finally:
+        silent.close()
+
+
+@pytest.mark.distributed
+def test_a_postgresql_lock_held_past_the_time_limit_is_one_line(monkeypatch):
+    # A worker stopped (SIGSTOP) inside a transaction keeps its row locks for as long as it is stopped.
+    import uuid
+
+    import psycopg
+
+    from mpsearch.cli.worker import run_guarded
+    from mpsearch.search import storage as storage_module
+
+    monkeypatch.setattr(storage_module, "STORAGE_STUCK_S", 1.0)
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    name = f"mpsearch-stuck-{uuid.uuid4().hex[:10]}"
+    study = optuna.create_study(study_name=name, storage=open_storage(url), directions=["minimize", "maximize"])
+    trial = study.ask()
+    holder = psycopg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        holder.execute("SELECT * FROM trials WHERE trial_id = %s FOR UPDATE", (trial._trial_id,))
+        start = time.monotonic()
+        with pytest.raises(StorageError) as err:
+            run_guarded(url, lambda: study.tell(trial, [1.0, 2.0]))
+        assert time.monotonic() - start < 10
+        assert str(err.value).startswith(f"storage {url} failed during the search: ") and "lock" in str(err.value)
+    finally:
+        holder.rollback()
+        holder.close()
+        optuna.delete_study(study_name=name, storage=open_storage(url))
+
+
 def test_a_journal_path_that_is_a_folder_is_refused(tmp_path):
     with pytest.raises(StorageError, match=r"is a folder; give a file name, e.g. journal:"):
         open_storage(f"journal:{tmp_path}")

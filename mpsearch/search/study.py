@@ -38,7 +38,9 @@ UNNAMED_CREATOR_WAIT_S = 3.0
 def study_exists(storage: Any, name: str) -> bool:
     import optuna
 
-    return any(s.study_name == name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False))
+    # Names only: summaries load every trial of every study in the storage (slow on a shared
+    # database, and they fail when another study is deleted meanwhile).
+    return name in optuna.get_all_study_names(storage)
 
 
 def _resume_hint(name: str, storage_url: str) -> str:
@@ -141,7 +143,7 @@ def load_study(storage: Any, storage_url: str, name: str, sampler: Any = None) -
 
     check_study_name(name)
     if not study_exists(storage, name):
-        names = [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
+        names = optuna.get_all_study_names(storage)
         have = f"it holds {', '.join(names)}" if names else "it holds no study"
         raise StorageError(f"no study {name!r} in {storage_url} ({have}); give --storage or start one with `mpsearch search`")
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
