@@ -54,19 +54,20 @@ def require_server(port: int, what: str) -> None:
                     f"server: start it (.ci/run shows how)", pytrace=False)
 
 
-@pytest.fixture(params=["journal", "postgresql", "redis"])
-def shared(request, tmp_path):
-    """A storage URL of each kind and a study name no other test uses; the study is removed after."""
-    kind, name = request.param, f"mpsearch-test-{uuid.uuid4().hex[:12]}"
+def storage_url(kind: str, name: str, journal: str) -> str:
+    """A URL of storage ``kind`` for study ``name`` (``journal``: the journal file's path); fails,
+    never skips, when the server is unreachable."""
     if kind == "journal":
-        url = f"journal:{tmp_path}/study.log"
-    elif kind == "postgresql":
+        return f"journal:{journal}"
+    if kind == "postgresql":
         require_server(5432, "PostgreSQL")
-        url = PG
-    else:
-        require_server(6379, "Redis")
-        url = f"{REDIS}?prefix={name}"
-    yield SimpleNamespace(kind=kind, url=url, name=name, log=tmp_path / "measured.txt", cwd=tmp_path)
+        return PG
+    require_server(6379, "Redis")
+    return f"{REDIS}?prefix={name}"
+
+
+def remove_study(kind: str, url: str, name: str) -> None:
+    """Delete a test's study from a shared server (a journal file goes with its temporary folder)."""
     if kind == "postgresql":
         try:
             optuna.delete_study(study_name=name, storage=open_storage(url))
@@ -79,6 +80,15 @@ def shared(request, tmp_path):
         keys = list(client.scan_iter(f"{name}:*"))
         if keys:
             client.delete(*keys)
+
+
+@pytest.fixture(params=["journal", "postgresql", "redis"])
+def shared(request, tmp_path):
+    """A storage URL of each kind and a study name no other test uses; the study is removed after."""
+    kind, name = request.param, f"mpsearch-test-{uuid.uuid4().hex[:12]}"
+    url = storage_url(kind, name, f"{tmp_path}/study.log")
+    yield SimpleNamespace(kind=kind, url=url, name=name, log=tmp_path / "measured.txt", cwd=tmp_path)
+    remove_study(kind, url, name)
 
 
 def spawn(s, *args, sleep_s=0.005) -> subprocess.Popen:

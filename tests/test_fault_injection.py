@@ -41,7 +41,7 @@ from mpsearch.search.workers import SWEPT_ATTR, Coordinator
 from mpsearch.search.workers.identity import WORKER_TOKEN_ATTR, WorkerIdentity
 from mpsearch.space import SearchSpace
 from tests.fakes import FakeBackend
-from tests.test_distributed import PG, REDIS, require_server
+from tests.test_distributed import remove_study, storage_url
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -59,27 +59,12 @@ def shared(request, tmp_path, monkeypatch):
     """A study on each storage; removed after the test."""
     kind, name = request.param, f"mpsearch-faults-{uuid.uuid4().hex[:10]}"
     monkeypatch.chdir(tmp_path)
-    if kind == "journal":
-        # Relative, as `search --workers N` makes it: the path a dangling lock once pointed to.
-        (tmp_path / "studies").mkdir()
-        url = f"journal:studies/{name}.log"
-    elif kind == "postgresql":
-        require_server(5432, "PostgreSQL")
-        url = PG
-    else:
-        require_server(6379, "Redis")
-        url = f"{REDIS}?prefix={name}"
+    (tmp_path / "studies").mkdir()
+    # The journal by a relative path, as `search --workers N` makes it: what a dangling lock pointed to.
+    url = storage_url(kind, name, f"studies/{name}.log")
     optuna.create_study(study_name=name, storage=open_storage(url), directions=["minimize", "maximize"])
     yield SimpleNamespace(kind=kind, url=url, name=name, dir=tmp_path)
-    if kind == "postgresql":
-        optuna.delete_study(study_name=name, storage=open_storage(url))
-    elif kind == "redis":
-        import redis
-
-        client = redis.Redis.from_url(REDIS)
-        keys = list(client.scan_iter(f"{name}:*"))
-        if keys:
-            client.delete(*keys)
+    remove_study(kind, url, name)
 
 
 class MarkingBackend(FakeBackend):
