@@ -82,7 +82,11 @@ class JournalLock:
                 pass
             else:
                 self._held = target
-                repair_torn_journal(Path(self.journal))
+                try:
+                    repair_torn_journal(Path(self.journal))
+                except BaseException:  # an interrupt or an I/O error: the caller never gets the lock
+                    self.release()
+                    raise
                 return True
             state = _lock_state(self.lock_file)
             if state is None:
