@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from mpsearch.errors import InvalidSpecError
+from mpsearch.validation import reserved_layer_name
 
 # Largest dimension accepted: far above any real layer, it catches typos (an extra zero or two).
 MAX_DIM = 1 << 24
@@ -136,6 +137,8 @@ def _validate(net: Network, where: str) -> None:
             raise InvalidSpecError(f"{where}: layers[{i}].name must be a non-empty string, got {layer.name!r}")
         if layer.name in seen:
             raise InvalidSpecError(f"{where}: layers[{i}].name must be unique, got {layer.name!r} twice")
+        if reserved_layer_name(layer.name):
+            raise InvalidSpecError(f"{where}: layers[{i}]: {reserved_layer_name(layer.name)}")
         seen.add(layer.name)
         for dim in ("m", "n", "k"):
             value = getattr(layer, dim)
@@ -154,6 +157,8 @@ def _validate(net: Network, where: str) -> None:
                 raise InvalidSpecError(
                     f"{where}: groups.{gname} names unknown layer {member!r}; layers are {', '.join(net.layer_names)}"
                 )
+            if grouped.get(member) == gname:
+                raise InvalidSpecError(f"{where}: groups.{gname} lists layer {member!r} twice: list each layer once")
             if member in grouped:
                 raise InvalidSpecError(
                     f"{where}: groups.{gname} and groups.{grouped[member]} both contain {member!r}: a layer may be in one group"
@@ -248,6 +253,9 @@ def load_network(path: str | Path) -> Network:
         raise InvalidSpecError(f"{path}: no such network file; give a TOML file or a preset ({', '.join(PRESETS)})") from None
     except OSError as err:
         raise InvalidSpecError(f"{path}: cannot read the network file: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise InvalidSpecError(f"{path}: not a UTF-8 text file (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                               "a network spec is a TOML text file") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

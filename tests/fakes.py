@@ -6,14 +6,19 @@ tests/test_distributed.py). The plug-ins are imported by path, as a user's would
   ``oom`` (the GPU runs out of memory, as torch reports it), ``kernel_check`` (a kernel fails its
   float64 check), ``unsupported``, ``nan`` / ``inf`` / ``string`` (a broken result), ``bug``.
 - ``slow_capacity``: the capacity objective, after sleeping ``$MPSEARCH_FAKE_SLEEP_S`` seconds, and
-  appending ``pid config`` to ``$MPSEARCH_FAKE_LOG``: the record of what each worker measured (and,
-  before the sleep, to ``$MPSEARCH_FAKE_START_LOG``: what it is measuring now).
-- ``hangs_on_int8_first_layer``: never returns for configurations whose first layer is int8.
+  appending ``pid config`` to ``$MPSEARCH_FAKE_LOG`` (``pid`` being the worker's, whose child runs
+  the plug-in): the record of what each worker measured (and, before the sleep, to
+  ``$MPSEARCH_FAKE_START_LOG``: what it is measuring now).
+- ``hangs_on_int8_first_layer``: never returns for configurations whose first layer is int8; the
+  same configurations make ``exits_on_...`` call ``sys.exit(3)``, ``interrupts_on_...`` raise
+  KeyboardInterrupt and ``crashes_on_...`` die of SIGSEGV.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from typing import Callable
 
@@ -80,11 +85,12 @@ def _append(path, line):
 
 
 def slow_capacity(config, network):
+    worker = os.getppid()  # a plug-in runs in a child of the worker process: log the worker
     if os.environ.get("MPSEARCH_FAKE_START_LOG"):  # "measuring now": lets a test kill mid-measurement
-        _append(os.environ["MPSEARCH_FAKE_START_LOG"], f"{os.getpid()} {config.key}\n")
+        _append(os.environ["MPSEARCH_FAKE_START_LOG"], f"{worker} {config.key}\n")
     time.sleep(float(os.environ.get("MPSEARCH_FAKE_SLEEP_S", "0.01")))
     if os.environ.get("MPSEARCH_FAKE_LOG"):
-        _append(os.environ["MPSEARCH_FAKE_LOG"], f"{os.getpid()} {config.key}\n")
+        _append(os.environ["MPSEARCH_FAKE_LOG"], f"{worker} {config.key}\n")
     return float(capacity(network, config))
 
 
@@ -106,3 +112,29 @@ def returns_numpy_float32(config, network):
     import numpy as np
 
     return np.float32(0.5)
+
+
+# --- plug-ins that misbehave the ways user code does -----------------------------------------------
+
+def exits_on_int8_first_layer(config, network):
+    if config[network.layers[0].name] == "int8":
+        sys.exit(3)
+    return 1.0
+
+
+def interrupts_on_int8_first_layer(config, network):
+    if config[network.layers[0].name] == "int8":
+        raise KeyboardInterrupt
+    return 1.0
+
+
+def crashes_on_int8_first_layer(config, network):
+    if config[network.layers[0].name] == "int8":
+        os.kill(os.getpid(), signal.SIGSEGV)  # what a crash in native code does
+    return 1.0
+
+
+def records_pid_then_hangs_on_int8_first_layer(config, network):
+    """Appends its process id to ``$MPSEARCH_FAKE_PID_LOG``, then hangs like hangs_on_int8_first_layer."""
+    _append(os.environ["MPSEARCH_FAKE_PID_LOG"], f"{os.getpid()}\n")
+    return hangs_on_int8_first_layer(config, network)

@@ -126,9 +126,13 @@ def test_front_equals_a_brute_force_non_dominated_filter_one_row_per_configurati
     assert ALL[3].key not in set(report.front["config"])
 
 
-def test_hypervolume_uses_a_reference_point_fixed_once_and_stored(searched, storage):
+def test_hypervolume_uses_the_reference_point_the_search_stored_and_a_report_writes_nothing(searched, storage):
+    from mpsearch.search.study import store_reference_point
+
     report = compute_report(StudyRef("search", storage), exhaustive=False)
-    assert report.reference_point_stored_now
+    assert report.reference_point_derived  # none stored yet: derived from the trials, for this report only
+    assert read_spec(optuna.load_study(study_name="search", storage=storage)).reference_point is None
+    store_reference_point(searched)  # what a search does when it stops
     stored = read_spec(optuna.load_study(study_name="search", storage=storage)).reference_point
     assert stored == report.reference_point
     complete = [t.values for t in searched.trials if t.state.name == "COMPLETE"]
@@ -137,13 +141,16 @@ def test_hypervolume_uses_a_reference_point_fixed_once_and_stored(searched, stor
     # A slower, lower-capacity trial arrives later: the reference point stays where it was.
     add_trial(searched, ALL[5])
     again = compute_report(StudyRef("search", storage), exhaustive=False)
-    assert again.reference_point == stored and not again.reference_point_stored_now
+    assert again.reference_point == stored and not again.reference_point_derived
 
 
 def test_hypervolume_is_reported_as_a_share_of_the_exhaustive_front(searched, storage, tmp_path):
+    from mpsearch.search.study import store_reference_point
+
     full = new_study(storage, "everything", exhaustive=True)
     for config in ALL:
         add_trial(full, config)
+    store_reference_point(full)  # what `mpsearch enumerate` does once every configuration is measured
     report = compute_report(StudyRef("search", storage))
     e = report.exhaustive
     assert e is not None and e.study.name == "everything" and e.n_configs == len(ALL)

@@ -69,7 +69,7 @@ def one_run(kind: str, sampler: str, network: str, formats: str, workers: int, p
         raise SystemExit(f"creating the study failed:\n{out}")
     start = time.monotonic()
     procs = [cli("worker", name, "--storage", url, "--trials", str(per_worker), "--worker-index", str(i),
-                 "--no-progress", env=env, cwd=tmp) for i in range(workers)]
+                 "--no-progress", *OBJECTIVES[2:], env=env, cwd=tmp) for i in range(workers)]
     rng = random.Random(seed)
     for k in range(kills):
         live = [p for p in procs if p.poll() is None]
@@ -84,7 +84,7 @@ def one_run(kind: str, sampler: str, network: str, formats: str, workers: int, p
         victim.communicate()
         procs.remove(victim)
         procs.append(cli("worker", name, "--storage", url, "--trials", str(per_worker), "--worker-index",
-                         str(workers + k), "--no-progress", env=env, cwd=tmp))
+                         str(workers + k), "--no-progress", *OBJECTIVES[2:], env=env, cwd=tmp))
     for p in procs:
         out, _ = p.communicate()
         if p.returncode:
@@ -136,10 +136,9 @@ def render(doc: dict) -> str:
         f"configurations; {collisions} collisions prevented ({100 * collisions / max(1, total):.2f}% of "
         f"measurements); {sum(r['kills'] for r in rows)} workers killed, {sum(r['swept_dead_worker_trials'] for r in rows)} "
         f"of their trials swept and {sum(r['retries'] for r in rows)} re-measured. A swept trial is re-measured when "
-        "the worker had chosen its configuration; a worker killed inside `ask()` (while the sampler works) leaves a "
-        "trial with no configuration and no owner: nothing was measured, and it stays RUNNING until `--stale-after` "
-        "(120 s) has passed (the *left running* count). A shared budget of 200 can end at 201: two workers checking "
-        "it at the same instant may both start the last measurement (at most workers - 1 over).",
+        "the worker had chosen its configuration (a worker killed before that measured nothing); *left running*: "
+        "dead workers' trials still RUNNING when the study ended. A shared budget of 200 can end at 201: two workers "
+        "checking it at the same instant may both start the last measurement (at most workers - 1 over).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mpsearch.errors import InvalidSpecError
     from mpsearch.report import compute_report, list_studies, parse_study_ref
+    from mpsearch.validation import check_output_folder
     from mpsearch.report.compute import local_storages
     from mpsearch.report.render import (
         print_summary,
@@ -93,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     several = len(overlay) > 1
     out = args.out or Path("reports") / ("compare-" + "-".join(r.name for r in overlay) if several else refs[0].name)
+    if not args.no_files:
+        check_output_folder(out)
     plotlyjs = True if args.html_js == "inline" else "cdn"
     for report in reports:
         print_summary(report, console)
@@ -132,9 +135,6 @@ def open_dashboard(name: str, storage_url: str) -> None:
         raise UnsupportedConfigError(
             f"optuna-dashboard is not installed: `pip install optuna-dashboard`, then run `optuna-dashboard {storage_url}`"
         ) from None
-    study, spec = open_study(StudyRef(name, storage_url))
-    names = [o["name"] for o in spec.objectives]
-    if study.metric_names != names:  # studies made before metric names were stored show "Objective 0"
-        study.set_metric_names(names)
+    open_study(StudyRef(name, storage_url))  # a one-line error for a missing or foreign study
     print(f"serving {storage_url} at http://127.0.0.1:8080/ (Ctrl-C to stop)")
     optuna_dashboard.run_server(storage_url, host="127.0.0.1", port=8080)

@@ -157,7 +157,7 @@ class Setup:
         caps = self.backend.capabilities
         if not quiet:
             print(f"backend: {reason}")
-        self.menu = parse_menu(formats) if formats else default_menu(caps.arch)
+        self.menu = parse_menu(formats) if formats is not None else default_menu(caps.arch)
         check_menu(self.menu, caps.arch)
         missing = [f for f in self.menu if f not in caps.formats]
         if missing:
@@ -184,7 +184,9 @@ class Setup:
         return [o.direction for o in self.objectives]
 
 
-def _print_outcome(study: Any, outcome: Any, storage_url: str) -> None:
+def _print_outcome(study: Any, outcome: Any, storage_url: str) -> bool:
+    """Print how the search ended and the study's front; False (after a one-line error on stderr)
+    when the study has no front, as when every trial failed."""
     import pandas as pd
 
     from mpsearch.search.results import pareto_frame
@@ -194,8 +196,8 @@ def _print_outcome(study: Any, outcome: Any, storage_url: str) -> None:
           f"{outcome.repeats} repeated proposals answered from earlier measurements")
     front = pareto_frame(study)
     if front.empty:
-        print("no complete trial: no Pareto front yet")
-        return
+        print(no_front_message(study), file=sys.stderr)
+        return False
     sources = sorted(set(front["latency_source"]) - {""})
     devices = sorted({t.user_attrs.get("latency_device", "") for t in study.best_trials} - {""})
     where = {"measured": "measured on", "replay": "replayed from a recording on", "model": "modelled for"}
@@ -207,6 +209,20 @@ def _print_outcome(study: Any, outcome: Any, storage_url: str) -> None:
         print(shown.to_string(index=False))
     short = "" if storage_url.startswith("sqlite:///studies/") else f" --storage {storage_url}"
     print(f"\nstored in {storage_url}; next: mpsearch report {study.study_name}{short}")
+    return True
+
+
+def no_front_message(study: Any) -> str:
+    """One line: the study has no Pareto front, and the reason its last failed trial gave."""
+    import optuna
+
+    from mpsearch.search.record import FAIL_ATTR
+
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    last = failed[-1].user_attrs.get(FAIL_ATTR, "") if failed else ""
+    return (f"error: no Pareto front: none of the {len(trials)} trials of study {study.study_name} completed with a "
+            f"feasible configuration" + (f" ({len(failed)} failed; last reason: {last})" if last else ""))
 
 
 def _number(x: float) -> str:
@@ -232,16 +248,17 @@ def _run_and_report(args: argparse.Namespace, study: Any, setup: Setup, budget: 
             device=setup.backend.capabilities.device, coordinator=coordinator_from_args(args)))
     finally:
         setup.backend.close()
-    _print_outcome(study, outcome, storage_url)
-    return 0
+    return 0 if _print_outcome(study, outcome, storage_url) else 1
 
 
 def run_search_command(args: argparse.Namespace) -> int:
     from mpsearch.cli.worker import run_local_workers
     from mpsearch.search.samplers import build_sampler
-    from mpsearch.search.storage import STUDIES_DIR, check_parallel, default_storage_url, open_storage
+    from mpsearch.search.storage import check_parallel, default_journal_url, default_storage_url, open_storage
     from mpsearch.search.study import create_study, new_spec
+    from mpsearch.validation import check_seed, check_study_name
 
+    check_seed(args.seed)
     if args.workers < 0:
         raise InvalidSpecError(f"--workers must be an integer >= 0, got {args.workers}")
     if args.workers != 1 and args.trials is None:
@@ -254,11 +271,10 @@ def run_search_command(args: argparse.Namespace) -> int:
     if args.target_hv is not None and args.sampler != "layerwise":
         raise InvalidSpecError(f"--target-hv needs a model of the front: use it with --sampler layerwise, not {args.sampler}")
     setup = Setup(args, args.network, args.backend, args.formats, args.objective or DEFAULT_OBJECTIVES)
-    name = args.study_name or setup.network.name
+    name = check_study_name(args.study_name) if args.study_name else check_study_name(setup.network.name, "network name")
     if args.storage is None and args.workers > 1:
         # SQLite takes one process at a time; a journal file takes several on one host.
-        STUDIES_DIR.mkdir(parents=True, exist_ok=True)
-        storage_url = f"journal:{STUDIES_DIR / (name + '.log')}"
+        storage_url = default_journal_url(name)
     else:
         storage_url = args.storage or default_storage_url(name)
     check_parallel(storage_url, args.workers)
@@ -279,7 +295,8 @@ def run_resume_command(args: argparse.Namespace) -> int:
     from mpsearch.network import Network
     from mpsearch.search.samplers import build_sampler
     from mpsearch.search.storage import default_storage_url, open_storage
-    from mpsearch.search.study import check_resume, load_study, new_spec
+    from mpsearch.search.study import check_resume, load_study, new_spec, objectives_for_resume
+    from mpsearch.validation import offset_seed
 
     budget = _budget(args)
     storage_url = args.storage or default_storage_url(args.name)
@@ -289,8 +306,8 @@ def run_resume_command(args: argparse.Namespace) -> int:
     backend_name = args.backend or stored.backend.get("backend", "auto")
     if args.device is None and stored.backend.get("device_key"):
         args.device = stored.backend["device_key"]
-    formats = args.formats or ",".join(stored.menu)
-    objective_specs = args.objective or [o.get("spec", o["name"]) for o in stored.objectives]
+    formats = args.formats if args.formats is not None else ",".join(stored.menu)
+    objective_specs = objectives_for_resume(stored, args.objective, args.name)
     setup = Setup(args, network, backend_name, formats, objective_specs)
     requested = new_spec(setup.network, setup.menu, setup.objectives, setup.backend, stored.sampler)
     check_resume(stored, requested, args.name)
@@ -298,7 +315,7 @@ def run_resume_command(args: argparse.Namespace) -> int:
     if args.target_hv is not None and sampler_name != "layerwise":
         raise InvalidSpecError(f"--target-hv needs --sampler layerwise; study {args.name} uses {sampler_name}")
     base_seed = stored.sampler.get("seed")
-    seed = None if base_seed is None else base_seed + len(study.trials)
+    seed = offset_seed(base_seed, len(study.trials))
     sampler, _ = build_sampler(sampler_name, seed=seed, space=setup.space, directions=setup.directions,
                                exact=setup.exact_objectives(), settings=stored.sampler)
     study.sampler = sampler
@@ -344,8 +361,8 @@ def run_enumerate_command(args: argparse.Namespace) -> int:
     if complete:
         spec.reference_point = reference_point([t.values for t in complete], setup.directions)
         study.set_user_attr(SPEC_KEY, spec.to_attr())
-    _print_outcome(study, outcome, storage_url)
+    has_front = _print_outcome(study, outcome, storage_url)
     if outcome.measured < size:
         print(f"warning: {size - outcome.measured} configurations were not measured ({outcome.stop_reason})", file=sys.stderr)
         return 1
-    return 0
+    return 0 if has_front else 1

@@ -62,6 +62,9 @@ def register(sub: Any) -> None:
     p.add_argument("--trials", type=_positive_int, help="at most this many measurements by this worker")
     p.add_argument("--timeout", type=_positive_float, help="stop after this many seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--objective", action="append", metavar="SPEC",
+                   help="repeatable: each plug-in objective of the study, as it was given to `mpsearch search` "
+                        "(a stored study never chooses the code a worker imports)")
     _add_backend_args(p, default=None)
     add_coordination_args(p)
     p.set_defaults(func=run_worker_command)
@@ -73,8 +76,9 @@ def run_worker_command(args: argparse.Namespace) -> int:
     from mpsearch.search.run import Budget, run_search
     from mpsearch.search.samplers import build_sampler
     from mpsearch.search.storage import open_storage, redacted, storage_kind
-    from mpsearch.search.study import check_resume, load_study, new_spec
+    from mpsearch.search.study import check_resume, load_study, new_spec, objectives_for_resume
     from mpsearch.search.workers import WORKER_INDEX_ATTR, gpu_identity, read_study_budget, worker_id
+    from mpsearch.validation import offset_seed
 
     url = args.storage
     if storage_kind(url) == "sqlite":
@@ -90,7 +94,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     backend_name = args.backend or stored.backend.get("backend", "auto")
     if args.device is None and stored.backend.get("device_key"):
         args.device = stored.backend["device_key"]
-    objective_specs = [o.get("spec", o["name"]) for o in stored.objectives]
+    objective_specs = objectives_for_resume(stored, args.objective, args.name)
     network = Network.from_dict(stored.network, source=f"study {args.name}")
     setup = Setup(args, network, backend_name, ",".join(stored.menu), objective_specs)
     try:
@@ -108,7 +112,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         # Each worker its own seed, base + index (OPTUNA.md: identical seeds propose identical
         # batches); a worker index started again gets a new one, so it does not replay its proposals.
         earlier = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(WORKER_INDEX_ATTR) == args.worker_index)
-        seed = None if base_seed is None else base_seed + args.worker_index + 1000 * earlier
+        seed = offset_seed(base_seed, args.worker_index + 1000 * earlier)
         sampler, _ = build_sampler(sampler_name, seed=seed, space=setup.space, directions=setup.directions,
                                    exact=setup.exact_objectives(), settings=stored.sampler)
         study.sampler = sampler
@@ -149,6 +153,7 @@ def run_guarded(url: str, search: Any) -> Any:
 def run_local_workers(args: argparse.Namespace, study: Any, setup: Any, storage_url: str) -> int:
     """``mpsearch search --workers N``: the study exists; start N workers on it and wait for them."""
     from mpsearch.cli.search import _print_outcome
+    from mpsearch.objectives import is_plugin_spec
     from mpsearch.search.run import SearchOutcome
     from mpsearch.search.workers import (
         duplicate_report, launch_workers, wait_workers, worker_summary, write_study_budget,
@@ -159,8 +164,10 @@ def run_local_workers(args: argparse.Namespace, study: Any, setup: Any, storage_
     write_study_budget(study, args.trials)
     caps = setup.backend.capabilities
     pin = caps.measures_real_hardware
-    # The parent's backend is only for the study's provenance: free its GPU before the workers start.
+    # The parent's backend and plug-ins are only for the study's provenance: free them before the workers start.
     setup.backend.close()
+    for objective in setup.objectives:
+        objective.close()
     if args.workers == 0:
         print(f"study {study.study_name} created with a budget of {args.trials} measurements; start one worker "
               f"per GPU, on any host that reaches the storage:\n  CUDA_VISIBLE_DEVICES=I mpsearch worker "
@@ -171,6 +178,9 @@ def run_local_workers(args: argparse.Namespace, study: Any, setup: Any, storage_
                    "--objective-timeout", str(args.objective_timeout)]
     if args.timeout is not None:
         worker_args += ["--timeout", str(args.timeout)]
+    for objective in setup.objectives:  # plug-ins by the path given here: workers never take it from the study
+        if is_plugin_spec(objective.spec()):
+            worker_args += ["--objective", objective.spec()]
     for flag in ("data", "cache_dir"):
         if getattr(args, flag, None):
             worker_args += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
@@ -190,5 +200,5 @@ def run_local_workers(args: argparse.Namespace, study: Any, setup: Any, storage_
     bad = [w for w in workers if w.returncode != 0]
     outcome.stop_reason = ("all workers finished" if not bad else
                            "workers " + ", ".join(f"{w.index} (exit {w.returncode})" for w in bad) + " failed")
-    _print_outcome(study, outcome, storage_url)
-    return 0 if not bad else 1
+    has_front = _print_outcome(study, outcome, storage_url)
+    return 0 if not bad and has_front else 1

@@ -16,7 +16,9 @@ Plug-ins are named by import path on the command line::
 
 A plug-in is a callable ``f(config, network) -> float``: ``config`` is a
 :class:`~mpsearch.space.Config` (a mapping layer name → format name, ``config.key`` prints it) and
-``network`` a :class:`~mpsearch.network.Network`.
+``network`` a :class:`~mpsearch.network.Network`. It runs in a process of its own
+(:mod:`mpsearch.objectives.plugin`), so nothing it does can stop the search. Plug-in import paths
+come only from the command line or the Python API, never from a stored study.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ from typing import Any, Callable
 from mpsearch.errors import InvalidSpecError, ObjectiveError
 from mpsearch.network import Network
 from mpsearch.space import Config, capacity
+from mpsearch.validation import BUILT_IN_OBJECTIVES, check_objective_name
 
 DIRECTIONS = ("minimize", "maximize")
+# A plug-in objective (user Python) that runs longer than this fails its trial; the study goes on.
+DEFAULT_OBJECTIVE_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ class Objective(ABC):
         """The string that recreates this objective (stored with the study, compared on resume)."""
         return self.name
 
+    def close(self) -> None:
+        """Release what the objective holds (a plug-in's process); it may be prepared again after."""
+
 
 class LatencyObjective(Objective):
     name = "latency"
@@ -81,20 +89,45 @@ class CapacityObjective(Objective):
 
 
 class PluginObjective(Objective):
-    """A user callable loaded by import path; its result is checked to be a finite real number."""
+    """A user callable named by import path, run in a process of its own
+    (:mod:`mpsearch.objectives.plugin`): whatever it does (raise, ``sys.exit``, crash, hang past
+    ``timeout_s``), only its trial fails. Its module is imported there, at :meth:`prepare` (or the
+    first call), never in the search's process."""
 
-    def __init__(self, name: str, target: str, direction: str, func: Callable[..., Any]):
-        self.name, self.target, self.direction, self.func = name, target, direction, func
+    def __init__(self, name: str, target: str, direction: str, *, timeout_s: float | None = DEFAULT_OBJECTIVE_TIMEOUT_S):
+        self.name, self.target, self.direction, self.timeout_s = name, target, direction, timeout_s
+        self._process: Any = None
 
     def spec(self) -> str:
         return f"{self.name}={self.target}:{self.direction}"
 
-    def evaluate(self, network: Network, config: Config) -> Evaluation:
-        try:
-            value = self.func(config, network)
-        except Exception as err:  # a plug-in's failure is this trial's failure, not the study's
-            raise ObjectiveError(f"objective {self.name} ({self.target}) raised {type(err).__name__}: {err}") from err
+    def prepare(self, network: Network) -> None:
+        """Check the name against the network's layers, then start the plug-in's process and import
+        it there: an import that fails is one line now, not one failed trial after another."""
+        check_objective_name(self.name, network.layer_names, network.name)
+        self._process_for(network)
+
+    def _process_for(self, network: Network) -> Any:
+        from mpsearch.objectives.plugin import PluginProcess
+
+        if self._process is None or self._process.network != network:
+            self.close()
+            self._process = PluginProcess(self.name, self.target, network)
+            self._process.start(self.timeout_s)
+        return self._process
+
+    def evaluate(self, network: Network, config: Config, timeout_s: float | None = None) -> Evaluation:
+        """The plug-in's value on ``config``, within ``timeout_s`` (default: this objective's)."""
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        value = self._process_for(network).call(config.formats, limit, str(config))
+        if isinstance(value, tuple):  # (type name, repr) of what came back instead of a number
+            raise ObjectiveError(f"objective {self.name} returned {value[0]} {value[1]}; it must return a float")
         return Evaluation(check_objective_value(self.name, value))
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.close()
+            self._process = None
 
 
 def check_objective_value(name: str, value: Any) -> float:
@@ -132,8 +165,40 @@ def load_callable(target: str) -> Callable[..., Any]:
     return obj
 
 
+def is_plugin_spec(text: str) -> bool:
+    """Whether an objective's command-line form names a plug-in (code to import), not a built-in."""
+    text = text.strip()
+    return text not in ("latency", "capacity") and not text.startswith("sqnr:")
+
+
+def parse_plugin_spec(text: str) -> tuple[str, str, str]:
+    """(name, ``package.module:function``, direction) of a plug-in's command-line form; imports nothing."""
+    text = text.strip()
+    name, eq, rest = text.partition("=")
+    if not eq:
+        name, rest = "", text
+    parts = rest.split(":")
+    direction = "maximize"
+    if len(parts) == 3:
+        direction = parts[2].strip().lower()
+        if direction not in DIRECTIONS:
+            raise InvalidSpecError(f"objective {text!r}: direction must be minimize or maximize, got {parts[2]!r}")
+    elif len(parts) != 2 or not all(p.strip() for p in parts):
+        raise InvalidSpecError(
+            f"objective {text!r} is not 'latency', 'capacity' or 'package.module:function[:minimize|maximize]'"
+        )
+    module, attr = parts[0].strip(), parts[1].strip()
+    name = name.strip() or attr.split(".")[-1]
+    if name in BUILT_IN_OBJECTIVES:
+        raise InvalidSpecError(f"objective {text!r}: {name!r} is a built-in objective's name; name the plug-in "
+                               f"otherwise: --objective NAME={module}:{attr}:{direction}")
+    check_objective_name(name)
+    return name, f"{module}:{attr}", direction
+
+
 def parse_objective(text: str, backend: Any = None) -> Objective:
-    """One objective from its command-line form (see the module docstring)."""
+    """One objective from its command-line form (see the module docstring). A plug-in's module is
+    not imported here: its own process imports it when the objective is prepared."""
     text = text.strip()
     if text == "latency":
         if backend is None:
@@ -148,22 +213,7 @@ def parse_objective(text: str, backend: Any = None) -> Objective:
         if not path:
             raise InvalidSpecError("objective sqnr needs a weights file: --objective sqnr:weights.npz")
         return SqnrObjective(path)
-    name, eq, rest = text.partition("=")
-    if not eq:
-        name, rest = "", text
-    parts = rest.split(":")
-    direction = "maximize"
-    if len(parts) == 3:
-        direction = parts[2].strip().lower()
-        if direction not in DIRECTIONS:
-            raise InvalidSpecError(f"objective {text!r}: direction must be minimize or maximize, got {parts[2]!r}")
-    elif len(parts) != 2:
-        raise InvalidSpecError(
-            f"objective {text!r} is not 'latency', 'capacity' or 'package.module:function[:minimize|maximize]'"
-        )
-    target = f"{parts[0]}:{parts[1]}"
-    func = load_callable(target)
-    return PluginObjective(name or parts[1].split(".")[-1], target, direction, func)
+    return PluginObjective(*parse_plugin_spec(text))
 
 
 def parse_objectives(texts: list[str], backend: Any = None) -> list[Objective]:

@@ -2,8 +2,9 @@
 
 The Pareto front is ``study.best_trials`` (complete, feasible trials), one row per distinct
 configuration (:func:`mpsearch.search.results.pareto_frame`). Its hypervolume is taken against the
-reference point stored in the study's spec; a study that has none gets one fixed from all its
-complete trials, written back, so every later report of it is on the same scale.
+reference point stored in the study's spec (a search fixes it when it stops); for a study that has
+none, one is derived from its complete feasible trials and not stored: a report opens its storage
+read-only and never writes into a study.
 
 When an exhaustive study of the same space exists (``mpsearch enumerate``: same network
 fingerprint, menu, objectives and device), the front's hypervolume is also given as a percentage of
@@ -21,11 +22,12 @@ import pandas as pd
 
 from mpsearch.errors import InvalidSpecError, StorageError
 from mpsearch.network import Network
-from mpsearch.search.hypervolume import hypervolume, reference_point
+from mpsearch.search.hypervolume import hypervolume
 from mpsearch.search.record import SPEC_KEY, StudySpec, read_spec
 from mpsearch.search.results import objective_names, pareto_frame, trials_frame
 from mpsearch.search.storage import STUDIES_DIR, default_storage_url, open_storage
 from mpsearch.space import SearchSpace
+from mpsearch.validation import check_study_name
 
 # How a latency's origin reads in tables and plot labels (LatencyResult.source -> words).
 SOURCE_WORDS = {"measured": "measured on", "replay": "replayed from", "model": "modelled for"}
@@ -49,6 +51,7 @@ def parse_study_ref(text: str, storage: str | None = None) -> StudyRef:
     name = name.strip()
     if not name:
         raise InvalidSpecError(f"study {text!r} has no name: write NAME or NAME@STORAGE_URL")
+    check_study_name(name)
     if at and not url.strip():
         raise InvalidSpecError(f"study {text!r} has an empty storage after '@': write NAME@sqlite:///file.db")
     return StudyRef(name, url.strip() if at else (storage or default_storage_url(name)))
@@ -70,7 +73,7 @@ def open_study(ref: StudyRef) -> tuple[Any, StudySpec]:
                 f"cannot report study {ref.name!r}: storage {ref.storage} does not exist (no file {path}); "
                 f"give the right --storage, or {_list_hint('URL')} (without --storage it lists studies/*.db)"
             )
-    storage = open_storage(ref.storage)
+    storage = open_storage(ref.storage, read_only=True)
     names = optuna.get_all_study_names(storage)
     if ref.name not in names:
         held = f"it holds {', '.join(sorted(names))}" if names else "it holds no study"
@@ -92,7 +95,7 @@ def list_studies(storages: list[str]) -> pd.DataFrame:
     rows = []
     for url in storages:
         try:
-            summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)
+            summaries = optuna.get_all_study_summaries(open_storage(url, read_only=True), include_best_trial=False)
         except StorageError as err:
             rows.append({"study": "?", "storage": url, "trials": None, "network": "", "device": str(err),
                          "exhaustive": None})
@@ -143,7 +146,7 @@ class StudyReport:
     trials: pd.DataFrame  # one row per trial (every state), with per-layer formats and ``on_front``
     front: pd.DataFrame  # one row per distinct Pareto-optimal configuration, sorted by latency
     reference_point: list[float] | None
-    reference_point_stored_now: bool
+    reference_point_derived: bool  # not stored with the study: derived from its trials
     hypervolume: float | None
     exhaustive: ExhaustiveComparison | None = None
     notes: list[str] = field(default_factory=list)
@@ -215,9 +218,10 @@ def _front_points(front: pd.DataFrame, objectives: list[str]) -> list[list[float
 
 
 def ensure_reference_point(study: Any, spec: StudySpec, objectives: list[str], directions: list[str]) -> tuple[list[float] | None, bool]:
-    """The study's stored reference point; if none, fix one from its complete trials and store it.
+    """The study's stored reference point; if none (a search stores one when it stops), one derived
+    from its complete feasible trials, *not* stored: a report never writes into a study.
 
-    Returns (point, stored_now); (None, False) when the study has no complete trial yet."""
+    Returns (point, derived); (None, False) when the study has no complete trial yet."""
     if spec.reference_point is not None:
         if len(spec.reference_point) != len(objectives):
             raise InvalidSpecError(
@@ -225,15 +229,10 @@ def ensure_reference_point(study: Any, spec: StudySpec, objectives: list[str], d
                 f"{len(spec.reference_point)} values for {len(objectives)} objectives; fix the study's spec"
             )
         return [float(v) for v in spec.reference_point], False
-    import optuna
+    from mpsearch.search.study import derived_reference_point
 
-    values = [t.values for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-    if not values:
-        return None, False
-    point = reference_point(values, directions)
-    spec.reference_point = point
-    study.set_user_attr(SPEC_KEY, spec.to_attr())
-    return point, True
+    point = derived_reference_point(study)
+    return point, point is not None
 
 
 def _with_layers(frame: pd.DataFrame, layers: list[str]) -> pd.DataFrame:
@@ -269,13 +268,13 @@ def compute_report(ref: StudyRef, *, exhaustive: StudyRef | None | bool = True,
     front = front[["trial", *objectives, "latency_source", "device", "latency_detail", "config", *layers]]
     trials["on_front"] = trials["trial"].isin(set(front["trial"]))
 
-    point, stored_now = ensure_reference_point(study, spec, objectives, directions)
+    point, derived = ensure_reference_point(study, spec, objectives, directions)
     hv = hypervolume(_front_points(front, objectives), point, directions) if point is not None else None
     notes = []
-    if stored_now:
-        notes.append(f"no reference point was stored; fixed {[float(f'{v:.6g}') for v in point]} from the {int((trials['state'] == 'COMPLETE').sum())} "
-                     "complete trials and stored it with the study")
-    report = StudyReport(ref, spec, objectives, directions, layers, trials, front, point, stored_now, hv, notes=notes)
+    if derived:
+        notes.append(f"no reference point is stored with the study; derived {[float(f'{v:.6g}') for v in point]} from its "
+                     f"{int((trials['state'] == 'COMPLETE').sum())} complete trials (not stored: a report never writes into a study)")
+    report = StudyReport(ref, spec, objectives, directions, layers, trials, front, point, derived, hv, notes=notes)
 
     if isinstance(exhaustive, StudyRef):
         report.exhaustive = compare_with_exhaustive(report, exhaustive)
@@ -304,7 +303,7 @@ def find_exhaustive(ref: StudyRef, spec: StudySpec, objectives: list[str],
     urls = [ref.storage] + [u for u in (local_storages() if search_storages is None else search_storages) if u != ref.storage]
     for url in urls:
         try:
-            summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)
+            summaries = optuna.get_all_study_summaries(open_storage(url, read_only=True), include_best_trial=False)
         except StorageError:
             continue  # a broken neighbour must not stop this report
         found = []

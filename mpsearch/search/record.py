@@ -11,7 +11,12 @@
     - ``repeat_of``: set when the configuration was already measured in this study; the values are
       copied from that trial, nothing was measured again;
     - ``fail_reason``: why a FAILED trial failed (one line);
-    - ``worker``: host:pid of the process that ran it.
+    - ``worker``: host:pid of the process that ran it, for people; ``worker_token``,
+      ``worker_namespace`` and ``worker_started`` tell workers apart and whether one is gone
+      (:mod:`mpsearch.search.workers.identity`); the other coordination keys are in
+      :mod:`mpsearch.search.workers`.
+- ``study.user_attrs["mpsearch_creating"]``: written first when a study is created (who creates it);
+  the study is complete once its spec is stored (:mod:`mpsearch.search.study`).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 from mpsearch.errors import MpsearchError, UnsupportedConfigError
 from mpsearch.objectives import Objective, check_objective_value
 from mpsearch.search.record import CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, REPEAT_ATTR, STOP_ATTR
+from mpsearch.search.study import store_reference_point
 from mpsearch.search.workers import COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator
 from mpsearch.space import SearchSpace
 
@@ -171,110 +172,108 @@ def run_search(
                 return stop(shared)
             coord.sweep(study)
 
-            trial = study.ask()
-            # Owner first: a sweep can only tell a vanished process's trial at once if it names it.
-            # (A worker killed inside ask(), while the sampler works, leaves a trial with no owner; it
-            # is swept once --stale-after has passed since its start.)
-            for key, value in coord.identity().items():
-                trial.set_user_attr(key, value)
+            # Born owned: a worker killed right after this leaves a trial the next sweep can tell is dead.
+            trial = coord.ask(study)
             beat = coord.heartbeat(trial)
-            config = space.suggest(trial)
-            # The claim: written before the snapshot below is read (see mpsearch.search.workers).
-            trial.set_user_attr(CONFIG_ATTR, config.key)
-            outcome.trial_numbers.append(trial.number)
-
-            rivals = []
-            if config.key not in known:  # another worker may have measured it, or be measuring it
-                snapshot = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                                    optuna.trial.TrialState.RUNNING))
-                for t in snapshot:
-                    key = t.user_attrs.get(CONFIG_ATTR)
-                    if t.state == optuna.trial.TrialState.COMPLETE:
-                        if key and key not in known:
-                            known[key] = t
-                    elif (key == config.key and t.number != trial.number and REPEAT_ATTR not in t.user_attrs
-                          and COLLISION_ATTR not in t.user_attrs):  # those two never measure
-                        rivals.append(t)
-            prior = known.get(config.key)
-            if prior is not None:
-                trial.set_user_attr(REPEAT_ATTR, prior.number)
-                if INFEASIBLE in (prior.constraints or {}):
-                    trial.set_constraint(INFEASIBLE, prior.constraints[INFEASIBLE])
-                tell(trial, prior.values)
-                outcome.repeats += 1
-                repeats_in_a_row += 1
-                continue
-            if rivals:
-                rival = min(rivals, key=lambda t: t.number)
-                trial.set_user_attr(COLLISION_ATTR, rival.number)
-                trial.set_user_attr(FAIL_ATTR, f"not measured: trial {rival.number} "
-                                               f"({rival.user_attrs.get('worker', '?')}) is measuring {config.key}")
-                tell(trial, state=optuna.trial.TrialState.FAIL)
-                if RETRY_ATTR in trial.user_attrs:  # a re-measurement owed to a dead worker stays owed
-                    study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.user_attrs[RETRY_ATTR]})
-                outcome.collisions += 1
-                continue
-            repeats_in_a_row = 0
-            # Marks the trial as an in-flight measurement (other workers count it against a shared budget).
-            trial.set_user_attr(MEASURE_START_ATTR, time.time())
-            outcome.measured += 1
-            if bar is not None:
-                bar.update(1)
-
-            values, reason = [], None
-            t0 = time.perf_counter()
             try:
-                for objective in objectives:
-                    evaluation = coord.evaluate(objective, network, config)
-                    # Latency too: a backend returning NaN must fail its trial with the reason.
-                    values.append(check_objective_value(objective.name, evaluation.value))
-                    for key, value in evaluation.attrs.items():
-                        trial.set_user_attr(key, value)
-                trial.set_user_attr(DEVICE_ATTR, device)
-            except UnsupportedConfigError as err:
-                # Deterministic: this configuration can never run. Told as complete-but-infeasible
-                # with pessimistic values so samplers learn to avoid it (they ignore FAILED trials).
-                trial.set_user_attr(FAIL_ATTR, str(err))
-                trial.set_constraint(INFEASIBLE, 1.0)
-                worst = [float("1e30") if o.direction == "minimize" else float("-1e30") for o in objectives]
-                finished = tell(trial, worst)
-                if finished is not None:
-                    known[config.key] = finished
-                outcome.infeasible += 1
-                _note(bar, f"trial {trial.number} {config.key}: infeasible: {err}")
-                continue
-            except MpsearchError as err:
-                reason = str(err)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                swept_meanwhile(trial)  # writing the result onto a trial a sweep has failed
-                continue
-            except Exception as err:  # a bug in a backend or plug-in must not lose the study
-                reason = f"{type(err).__name__}: {err}"
-            try:
+                config = space.suggest(trial)
+                # The claim: written before the snapshot below is read (see mpsearch.search.workers).
+                trial.set_user_attr(CONFIG_ATTR, config.key)
+                outcome.trial_numbers.append(trial.number)
+
+                rivals = []
+                if config.key not in known:  # another worker may have measured it, or be measuring it
+                    snapshot = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                        optuna.trial.TrialState.RUNNING))
+                    for t in snapshot:
+                        key = t.user_attrs.get(CONFIG_ATTR)
+                        if t.state == optuna.trial.TrialState.COMPLETE:
+                            if key and key not in known:
+                                known[key] = t
+                        elif (key == config.key and t.number != trial.number and REPEAT_ATTR not in t.user_attrs
+                              and COLLISION_ATTR not in t.user_attrs):  # those two never measure
+                            rivals.append(t)
+                prior = known.get(config.key)
+                if prior is not None:
+                    trial.set_user_attr(REPEAT_ATTR, prior.number)
+                    if INFEASIBLE in (prior.constraints or {}):
+                        trial.set_constraint(INFEASIBLE, prior.constraints[INFEASIBLE])
+                    tell(trial, prior.values)
+                    outcome.repeats += 1
+                    repeats_in_a_row += 1
+                    continue
+                if rivals:
+                    rival = min(rivals, key=lambda t: t.number)
+                    trial.set_user_attr(COLLISION_ATTR, rival.number)
+                    trial.set_user_attr(FAIL_ATTR, f"not measured: trial {rival.number} "
+                                                   f"({rival.user_attrs.get('worker', '?')}) is measuring {config.key}")
+                    tell(trial, state=optuna.trial.TrialState.FAIL)
+                    if RETRY_ATTR in trial.user_attrs:  # a re-measurement owed to a dead worker stays owed
+                        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.user_attrs[RETRY_ATTR]})
+                    outcome.collisions += 1
+                    continue
+                repeats_in_a_row = 0
+                # Marks the trial as an in-flight measurement (other workers count it against a shared budget).
+                trial.set_user_attr(MEASURE_START_ATTR, time.time())
+                outcome.measured += 1
+                if bar is not None:
+                    bar.update(1)
+
+                values, reason = [], None
+                t0 = time.perf_counter()
+                try:
+                    for objective in objectives:
+                        evaluation = coord.evaluate(objective, network, config)
+                        # Latency too: a backend returning NaN must fail its trial with the reason.
+                        values.append(check_objective_value(objective.name, evaluation.value))
+                        for key, value in evaluation.attrs.items():
+                            trial.set_user_attr(key, value)
+                    trial.set_user_attr(DEVICE_ATTR, device)
+                except UnsupportedConfigError as err:
+                    # Deterministic: this configuration can never run. Told as complete-but-infeasible
+                    # with pessimistic values so samplers learn to avoid it (they ignore FAILED trials).
+                    trial.set_user_attr(FAIL_ATTR, str(err))
+                    trial.set_constraint(INFEASIBLE, 1.0)
+                    worst = [float("1e30") if o.direction == "minimize" else float("-1e30") for o in objectives]
+                    finished = tell(trial, worst)
+                    if finished is not None:
+                        known[config.key] = finished
+                    outcome.infeasible += 1
+                    _note(bar, f"trial {trial.number} {config.key}: infeasible: {err}")
+                    continue
+                except MpsearchError as err:
+                    reason = str(err)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    swept_meanwhile(trial)  # writing the result onto a trial a sweep has failed
+                    continue
+                except Exception as err:  # a bug in a backend or plug-in must not lose the study
+                    reason = f"{type(err).__name__}: {err}"
                 trial.set_user_attr("measure_s", round(time.perf_counter() - t0, 4))
                 if reason is not None:
                     trial.set_user_attr(FAIL_ATTR, reason.splitlines()[0] if reason else "?")
+                if reason is not None:
+                    last_failure = reason.splitlines()[0] if reason else "?"
+                    tell(trial, state=optuna.trial.TrialState.FAIL)
+                    outcome.failed += 1
+                    failures_in_a_row += 1
+                    _note(bar, f"trial {trial.number} {config.key} failed: {last_failure}")
+                    continue
+                failures_in_a_row = 0
+                trial.set_constraint(INFEASIBLE, 0.0)
+                finished = tell(trial, values)
+                if finished is None:
+                    continue
+                known[config.key] = finished
+                if on_trial is not None:
+                    on_trial(finished)
+                new_front = _front_keys(study) if budget.patience is not None else front
+                since_front_change = 0 if new_front != front else since_front_change + 1
+                front = new_front
             except optuna.exceptions.UpdateFinishedTrialError:
+                # Any write onto a trial that another worker's sweep failed meanwhile (this worker was
+                # paused past --stale-after): what was found is dropped; the sweeper queued the
+                # configuration again.
                 swept_meanwhile(trial)
-                continue
-            if reason is not None:
-                last_failure = reason.splitlines()[0] if reason else "?"
-                tell(trial, state=optuna.trial.TrialState.FAIL)
-                outcome.failed += 1
-                failures_in_a_row += 1
-                _note(bar, f"trial {trial.number} {config.key} failed: {last_failure}")
-                continue
-            failures_in_a_row = 0
-            trial.set_constraint(INFEASIBLE, 0.0)
-            finished = tell(trial, values)
-            if finished is None:
-                continue
-            known[config.key] = finished
-            if on_trial is not None:
-                on_trial(finished)
-            new_front = _front_keys(study) if budget.patience is not None else front
-            since_front_change = 0 if new_front != front else since_front_change + 1
-            front = new_front
     finally:
         if beat is not None:
             beat.stop()
@@ -283,8 +282,10 @@ def run_search(
         if outcome.stop_reason:
             try:
                 study.set_user_attr(STOP_ATTR, outcome.stop_reason)
+                # Fixed here, by a process that writes anyway, so that reports only read it.
+                store_reference_point(study)
             except Exception:
-                pass  # the reason is also returned; losing this attribute loses no measurement
+                pass  # the reason is also returned; losing these attributes loses no measurement
 
 
 def _note(bar: Any, message: str) -> None:

@@ -16,7 +16,7 @@ import os
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from mpsearch.errors import StorageError
 
@@ -24,10 +24,11 @@ STUDIES_DIR = Path("studies")
 
 SQLITE, JOURNAL, RDB, REDIS = "sqlite", "journal", "rdb", "redis"
 
-# A journal's lock file is a symlink created for each append (milliseconds) and removed after it. A
-# writer killed while holding it leaves it behind, and every worker waits until it is this old
-# before breaking it; Optuna's default, 30 s, stalled all workers for 30 s after a kill -9.
-JOURNAL_LOCK_GRACE_S = 10
+# How long a database write may wait for a lock, or a server for an answer, before the storage is
+# reported stuck in one line (a PostgreSQL row lock held by a paused worker, a server that stopped
+# answering). Dead clients' locks are released by the server at once; this bounds the rest.
+STORAGE_STUCK_S = 60.0
+CONNECT_TIMEOUT_S = 10
 
 # How long a SQLite write waits for another process's lock before giving up. Python's default (5 s)
 # is kept: long enough for a reader to finish, short enough that a stuck lock is reported.
@@ -35,7 +36,19 @@ SQLITE_BUSY_TIMEOUT_S = 5.0
 
 
 def default_storage_url(study_name: str) -> str:
-    return f"sqlite:///{STUDIES_DIR / (study_name + '.db')}"
+    """``sqlite:///studies/NAME.db``; InvalidSpecError for a name that could point outside studies/."""
+    from mpsearch.validation import check_study_name
+
+    return f"sqlite:///{STUDIES_DIR / (check_study_name(study_name) + '.db')}"
+
+
+def default_journal_url(study_name: str) -> str:
+    """``journal:studies/NAME.log`` (several processes on one host), with studies/ created."""
+    from mpsearch.validation import check_study_name
+
+    check_study_name(study_name)
+    STUDIES_DIR.mkdir(parents=True, exist_ok=True)
+    return f"journal:{STUDIES_DIR / (study_name + '.log')}"
 
 
 def storage_kind(url: str) -> str:
@@ -71,64 +84,28 @@ def redacted(url: str) -> str:
     return url
 
 
-def repair_torn_journal(path: Path) -> int:
-    """Cut a journal's last line if a crash left it half-written; returns the bytes removed.
-
-    A torn last line would glue onto the next append and make the whole study unloadable
-    (OPTUNA.md). The torn bytes are an operation that never completed, so no finished trial is in
-    them; they are kept beside the journal (``.torn``) for inspection. The caller holds the
-    journal's lock: without it, a line another worker is appending right now looks torn.
-    """
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
-    with open(path, "rb+") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - 1))
-        if fh.read(1) == b"\n":
-            return 0
-        # Find the last newline (read backwards in blocks: journals can be large).
-        pos, block = size, 65536
-        cut = 0
-        while pos > 0:
-            start = max(0, pos - block)
-            fh.seek(start)
-            chunk = fh.read(pos - start)
-            idx = chunk.rfind(b"\n")
-            if idx >= 0:
-                cut = start + idx + 1
-                break
-            pos = start
-        fh.seek(cut)
-        torn = fh.read()
-        with open(str(path) + ".torn", "ab") as side:
-            side.write(torn + b"\n")
-        fh.truncate(cut)
-        return size - cut
-
-
 def journal_path(url: str) -> Path:
     return Path(url.removeprefix("journal:").removeprefix("//"))
 
 
-def _open_journal(url: str) -> Any:
+def _open_journal(url: str, read_only: bool = False) -> Any:
     import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+    from optuna.storages.journal import JournalFileBackend
 
-    path = journal_path(url)
+    from mpsearch.search.journal import JournalLock, ReadOnlyJournalLock
+
+    # Absolute: the lock names the journal by path, and a relative one would change meaning with
+    # the folder a process runs in.
+    path = journal_path(url).absolute()
     if not path.parent.exists():
         raise StorageError(f"storage {url}: folder {path.parent} does not exist; create it or fix the path")
     if path.is_dir():
         raise StorageError(f"storage {url}: {path} is a folder; give a file name, e.g. journal:{path / 'study.log'}")
-    # The same lock Optuna's appends take: a worker starting while another appends must not
-    # mistake the line being written for a torn one.
-    lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
-    lock.acquire()
-    try:
-        repair_torn_journal(path)
-    finally:
-        lock.release()
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    if read_only:
+        if not path.is_file():
+            raise StorageError(f"storage {url}: no journal file {path}; give the right --storage")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=ReadOnlyJournalLock(path)))
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalLock(path)))
 
 
 def _open_redis(url: str) -> Any:
@@ -138,6 +115,9 @@ def _open_redis(url: str) -> Any:
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     prefix = query.pop("prefix", [""])[-1]
+    # A server that stops answering is reported, not waited for forever (unless the URL says otherwise).
+    query.setdefault("socket_connect_timeout", [str(CONNECT_TIMEOUT_S)])
+    query.setdefault("socket_timeout", [str(STORAGE_STUCK_S)])
     plain = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
     with warnings.catch_warnings():
         # Optuna marks the Redis journal experimental; mpsearch pins its behaviour in
@@ -158,7 +138,7 @@ def _rdb_url(url: str) -> str:
     return url
 
 
-def _open_rdb(url: str) -> Any:
+def _open_rdb(url: str, read_only: bool = False) -> Any:
     import optuna
 
     if url.startswith("sqlite:"):
@@ -166,25 +146,38 @@ def _open_rdb(url: str) -> Any:
             raise StorageError(f"storage {url}: a SQLite URL has three slashes: sqlite:///relative.db or sqlite:////abs/path.db")
         path = Path(url.removeprefix("sqlite:///"))
         if str(path) != ":memory:" and not path.parent.exists():
-            if path.parent == STUDIES_DIR:
+            if path.parent == STUDIES_DIR and not read_only:
                 path.parent.mkdir(parents=True, exist_ok=True)
             else:
                 raise StorageError(f"storage {url}: folder {path.parent} does not exist; create it or fix the path")
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        if read_only and str(path) != ":memory:":
+            if not path.is_file():
+                raise StorageError(f"storage {url}: no database file {path}; give the right --storage")
+            # SQLite refuses every write on this connection, so reading cannot change the study.
+            url = f"sqlite:///file:{quote(str(path))}?mode=ro&uri=true"
     else:
         engine_kwargs = {"pool_pre_ping": True}
+        if url.startswith(("postgresql", "postgres:")):
+            options = f"-c lock_timeout={int(STORAGE_STUCK_S * 1000)}"
+            if read_only:
+                options += " -c default_transaction_read_only=on"
+            engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S, "options": options}
     return optuna.storages.RDBStorage(_rdb_url(url), engine_kwargs=engine_kwargs)
 
 
-def open_storage(url: str) -> Any:
-    """An Optuna storage for ``url``; StorageError (one line) if it cannot be opened."""
+def open_storage(url: str, *, read_only: bool = False) -> Any:
+    """An Optuna storage for ``url``; StorageError (one line) if it cannot be opened.
+
+    ``read_only`` (reports): nothing is created, and SQLite, journal and PostgreSQL storages refuse
+    every write, so reading a study can neither change it nor need write access to it."""
     kind = storage_kind(url)
     try:
         if kind == JOURNAL:
-            return _open_journal(url)
+            return _open_journal(url, read_only)
         if kind == REDIS:
             return _open_redis(url)
-        return _open_rdb(url)
+        return _open_rdb(url, read_only)
     except StorageError:
         raise
     except ImportError as err:
@@ -202,3 +195,19 @@ def storage_failure(url: str, err: BaseException) -> str:
         return (f"storage {redacted(url)} is locked by another process (SQLite takes one writer at a time): "
                 "stop the other process, or share studies through journal:FILE, postgresql://... or redis://...")
     return f"storage {redacted(url)} cannot be opened: {first}"
+
+
+def storage_errors_to_one_line(url: str, err: BaseException) -> StorageError | None:
+    """A StorageError for a database/Redis/file error raised mid-search, or None for other errors."""
+    cause: BaseException | None = err
+    while cause is not None:  # Optuna wraps a failed commit in StorageInternalError: look inside
+        names = {c.__module__.split(".")[0] for c in type(cause).__mro__}
+        if names & {"sqlalchemy", "redis", "psycopg2", "psycopg"} or isinstance(cause, OSError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        err = cause
+        text = storage_failure(url, err).replace("cannot be opened", "failed during the search")
+        return StorageError(f"{text}; every trial finished before it is stored: continue with "
+                            f"`mpsearch resume` (--storage {redacted(url)})")
+    return None

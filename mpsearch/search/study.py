@@ -1,56 +1,200 @@
 """Create and resume stored studies, refusing a resume that would mix incomparable numbers.
 
-``create_study(load_if_exists=True)`` checks nothing (OPTUNA.md), so mpsearch stores a
+``create_study(load_if_exists=True)`` checks nothing, so mpsearch stores a
 :class:`~mpsearch.search.record.StudySpec` with every study and compares it field by field on resume.
+
+**Creation is all or nothing**, as far as mpsearch can tell. Optuna creates a study and its
+attributes in separate writes, so a creator can die in between. The creator first writes who it is
+(``mpsearch_creating``), then the objective names, then the spec; a study is complete once its spec
+is stored. A study without a spec whose creator is a process that no longer exists (or that was
+created longer than :data:`CREATION_GRACE_S` ago) and that holds no trial is *abandoned*: the next
+``search`` of that name replaces it. While its creator lives, others are told it is being created.
+
+**Nothing in a stored study runs code.** A plug-in objective is stored by its import path, but a
+resume or a worker imports it only when the user names it again on the command line, and it must
+match what is stored.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
 from mpsearch import __version__
-from mpsearch.errors import StorageError, StudyMismatchError
+from mpsearch.errors import InvalidSpecError, StorageError, StudyMismatchError
 from mpsearch.search.record import SPEC_KEY, StudySpec, read_spec
+from mpsearch.validation import check_report_columns, check_study_name
+
+CREATING_KEY = "mpsearch_creating"  # study attr written first: who is creating the study, and when
+# A creator of another host that has not completed its study within this long is taken for dead
+# (creation is a few storage writes); one of this host is checked directly.
+CREATION_GRACE_S = 60.0
+# How long to wait for a study that has no attribute at all to show its creator: it may be a
+# fraction of a second old.
+UNNAMED_CREATOR_WAIT_S = 3.0
 
 
 def study_exists(storage: Any, name: str) -> bool:
     import optuna
 
-    return any(s.study_name == name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False))
+    # Names only: summaries load every trial of every study in the storage (slow on a shared
+    # database, and they fail when another study is deleted meanwhile).
+    return name in optuna.get_all_study_names(storage)
+
+
+def _resume_hint(name: str, storage_url: str) -> str:
+    return f"`mpsearch resume {name}`" + ("" if storage_url.startswith("sqlite:///studies/") else f" --storage {storage_url}")
 
 
 def create_study(storage: Any, storage_url: str, name: str, spec: StudySpec, sampler: Any) -> Any:
-    """A new study holding ``spec``; refuses if ``name`` already exists in the storage."""
+    """A new study holding ``spec``; refuses if ``name`` already names a study in the storage,
+    and replaces an abandoned half-created one (see the module docstring)."""
     import optuna
 
-    if study_exists(storage, name):
-        raise StorageError(
-            f"study {name!r} already exists in {storage_url}: continue it with `mpsearch resume {name}`"
-            f"{'' if storage_url.startswith('sqlite:///studies/') else f' --storage {storage_url}'}, or pick another --study-name"
-        )
+    from mpsearch.search.workers.identity import this_worker
+
+    check_study_name(name)
     directions = [o["direction"] for o in spec.objectives]
-    study = optuna.create_study(storage=storage, study_name=name, directions=directions, sampler=sampler)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([o["name"] for o in spec.objectives])
-    study.set_user_attr(SPEC_KEY, spec.to_attr())
-    return study
+    for _ in range(3):  # another creator may race this one through a replacement: bounded retries
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, directions=directions, sampler=sampler)
+        except optuna.exceptions.DuplicatedStudyError:
+            _replace_if_abandoned(storage, storage_url, name)
+            continue
+        try:
+            study.set_user_attr(CREATING_KEY, {**this_worker().attrs(), "time": time.time()})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([o["name"] for o in spec.objectives])
+            study.set_user_attr(SPEC_KEY, spec.to_attr())
+        except KeyError:
+            raise StorageError(f"study {name!r} in {storage_url} was replaced by another process while this one "
+                               f"created it (this one was paused for over {CREATION_GRACE_S:g} s); run the command "
+                               "again, or pick another --study-name") from None
+        return study
+    raise StorageError(f"study {name!r} in {storage_url} is being created and replaced by several processes at once; "
+                       f"run one `mpsearch search --study-name {name}`")
+
+
+def _creation_state(study: Any) -> tuple[str, str]:
+    """("complete" | "creating" | "abandoned" | "foreign", who created it) for a stored study."""
+    from mpsearch.search.workers.identity import WorkerIdentity
+
+    attrs = study.user_attrs
+    if attrs.get(SPEC_KEY):
+        return "complete", ""
+    if study.trials:
+        return "foreign", ""  # trials but no spec: not an mpsearch study, and it holds data
+    creating = attrs.get(CREATING_KEY)
+    if not isinstance(creating, dict):
+        return ("abandoned", "") if not attrs else ("foreign", "")
+    creator = WorkerIdentity.from_attrs(creating)
+    label = creator.label if creator is not None else "an unknown process"
+    started = creating.get("time")
+    too_old = isinstance(started, (int, float)) and time.time() - started > CREATION_GRACE_S
+    if (creator is not None and creator.is_gone()) or too_old:
+        return "abandoned", label
+    return "creating", label
+
+
+def _load_plain(storage: Any, name: str) -> Any | None:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None  # deleted meanwhile
+
+
+def _replace_if_abandoned(storage: Any, storage_url: str, name: str) -> None:
+    """Delete ``name`` if it is an abandoned half-created study; StorageError (one line) otherwise."""
+    import optuna
+
+    deadline = time.monotonic() + UNNAMED_CREATOR_WAIT_S
+    while True:
+        study = _load_plain(storage, name)
+        if study is None:
+            return
+        state, creator = _creation_state(study)
+        if state != "abandoned" or creator or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)  # no attribute yet: its creator may be writing them right now
+    if state == "complete":
+        raise StorageError(f"study {name!r} already exists in {storage_url}: continue it with "
+                           f"{_resume_hint(name, storage_url)}, or pick another --study-name")
+    if state == "creating":
+        raise StorageError(f"study {name!r} in {storage_url} is being created right now by {creator}; continue it "
+                           f"with {_resume_hint(name, storage_url)} once that is done, or pick another --study-name")
+    if state == "foreign":
+        raise StorageError(f"study {name!r} in {storage_url} was not created by mpsearch (it has no {SPEC_KEY} "
+                           "attribute); pick another --study-name")
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:
+        pass  # another process replaced it first
+    warnings.warn(f"replaced study {name!r} in {storage_url}: its creation {'by ' + creator + ' ' if creator else ''}"
+                  "stopped before it was complete, and it held no trial")
 
 
 def load_study(storage: Any, storage_url: str, name: str, sampler: Any = None) -> tuple[Any, StudySpec]:
-    """The stored study and its spec; StorageError if absent or not an mpsearch study."""
+    """The stored study and its spec; StorageError if absent, half-created, or not an mpsearch study."""
     import optuna
 
+    check_study_name(name)
     if not study_exists(storage, name):
-        names = [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
+        names = optuna.get_all_study_names(storage)
         have = f"it holds {', '.join(names)}" if names else "it holds no study"
         raise StorageError(f"no study {name!r} in {storage_url} ({have}); give --storage or start one with `mpsearch search`")
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     spec = read_spec(study)
     if spec is None:
+        state, creator = _creation_state(study)
+        if state == "creating":
+            raise StorageError(f"study {name!r} in {storage_url} is being created right now by {creator}; "
+                               "try again once that is done")
+        if state == "abandoned":
+            raise StorageError(f"study {name!r} in {storage_url} was never completed (its creation "
+                               f"{'by ' + creator + ' ' if creator else ''}stopped before its spec was stored; it holds "
+                               f"no trial): start it again with `mpsearch search ... --study-name {name}`, which replaces it")
         raise StorageError(f"study {name!r} in {storage_url} was not created by mpsearch (no {SPEC_KEY} attribute)")
     return study, spec
+
+
+def objectives_for_resume(stored: StudySpec, given: list[str] | None, name: str) -> list[str]:
+    """The objective specs to build when continuing study ``name``, without importing anything the
+    stored study names.
+
+    Built-in objectives come from the stored spec. A plug-in comes only from ``given`` (the command
+    line): naming just the plug-ins is enough, and what is named must match what is stored (a
+    mismatch is left for :func:`check_resume` to name). ``given`` that also lists built-ins replaces
+    the stored list as a whole.
+    """
+    from mpsearch.objectives import is_plugin_spec, parse_plugin_spec
+
+    stored_specs = [o.get("spec", o["name"]) for o in stored.objectives]
+    given = list(given or [])
+    if any(not is_plugin_spec(g) for g in given):
+        return given
+    named = {}
+    for text in given:
+        plugin_name, target, direction = parse_plugin_spec(text)
+        named[f"{plugin_name}={target}:{direction}"] = text
+    specs, missing = [], []
+    for spec in stored_specs:
+        if not is_plugin_spec(spec):
+            specs.append(spec)
+        elif spec in named:
+            specs.append(named.pop(spec))
+        else:
+            missing.append(spec)
+    if missing:
+        raise InvalidSpecError(
+            f"study {name!r} uses plug-in objective{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}; mpsearch never imports code a stored study names: name "
+            f"{'them' if len(missing) > 1 else 'it'} again with " + " ".join(f"--objective {m}" for m in missing)
+        )
+    return specs + list(named.values())  # plug-ins the study does not have: check_resume names them
 
 
 def spec_differences(stored: StudySpec, requested: StudySpec) -> list[str]:
@@ -93,6 +237,7 @@ def check_resume(stored: StudySpec, requested: StudySpec, name: str) -> None:
 
 
 def new_spec(network: Any, menu: tuple[str, ...], objectives: list[Any], backend: Any, sampler_settings: dict[str, Any]) -> StudySpec:
+    check_report_columns(network.name, network.layer_names, [o.name for o in objectives])
     return StudySpec(
         network=network.to_dict(),
         fingerprint=network.fingerprint(),
@@ -102,3 +247,36 @@ def new_spec(network: Any, menu: tuple[str, ...], objectives: list[Any], backend
         sampler=sampler_settings,
         mpsearch_version=__version__,
     )
+
+
+def feasible_values(study: Any) -> list[list[float]]:
+    """Objective values of the study's complete trials whose configuration could run."""
+    import optuna
+
+    from mpsearch.search.run import is_feasible
+
+    return [list(t.values) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.values is not None and is_feasible(t)]
+
+
+def derived_reference_point(study: Any) -> list[float] | None:
+    """The reference point the study's complete, feasible trials give (None without any); computes
+    only. A study stores one (:func:`store_reference_point`) so that its hypervolume stays on one scale."""
+    from mpsearch.search.hypervolume import reference_point
+
+    values = feasible_values(study)
+    return reference_point(values, [d.name.lower() for d in study.directions]) if values else None
+
+
+def store_reference_point(study: Any) -> list[float] | None:
+    """Fix the study's hypervolume reference point, if it has none yet, from its trials so far, and
+    store it with its spec. Called by the search when it stops (it writes to the study anyway), so
+    that a report only ever reads it."""
+    spec = read_spec(study)
+    if spec is None or spec.reference_point is not None:
+        return None if spec is None else spec.reference_point
+    point = derived_reference_point(study)
+    if point is not None:
+        spec.reference_point = point
+        study.set_user_attr(SPEC_KEY, spec.to_attr())
+    return point
