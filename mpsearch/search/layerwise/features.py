@@ -1,0 +1,173 @@
+"""Which weights a configuration switches on: the features of the layer-additive model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpsearch.space import SearchSpace
+
+
+class Structure:
+    """Which weights a configuration switches on, following :meth:`Network.ops`.
+
+    A configuration is coded as an integer vector: for each decision, the index of its format in the
+    menu. Weight blocks, each with its own prior scale:
+
+    - ``intercept``;
+    - ``shape``: two per format f, the Σ over layers in f of the GEMM's FLOPs and of its operand
+      and result elements (m·k + k·n + m·n), each scaled to at most 1: the shared cost per FLOP and
+      per element of a format, so a few trials inform every layer;
+    - ``op``: one weight per op a backend prices, keyed as the backend keys it — a GEMM by
+      (m, n, k, format), a conversion by (m, k, format) — so layers of the same shape (the blocks of
+      a transformer) share their weights, as they share their measured kernels;
+    - ``out``: in a chained network, one weight per GEMM *and its output format* (the next layer's
+      format, fp16 for the last layer): the epilogue's part of a boundary, a small correction;
+    - ``unary``: each decision's own term per format, for what is not priced by shape (an accuracy
+      proxy's per-layer sensitivity; anything the ops miss);
+    - ``null``: one weight fixed at 0 that ops which do not exist (no conversion to fp16) point to.
+    """
+
+    def __init__(self, space: SearchSpace):
+        from mpsearch.formats import get_format
+
+        self.space = space
+        self.names = [name for name, _ in space.decisions]
+        self.menu = list(space.menu)
+        self.n_decisions = len(self.names)
+        self.n_formats = len(self.menu)
+        net = space.network
+        self.chained = net.chained
+        decision_of = {layer: d for d, (_, layers) in enumerate(space.decisions) for layer in layers}
+        self.layer_decision = np.array([decision_of[n] for n in net.layer_names], dtype=np.int64)
+        n_layers, f = len(net.layers), self.n_formats
+        layer = {l.name: l for l in net.layers}
+        shape = np.array([[sum(float(layer[n].flops) for n in members),
+                           sum(float(layer[n].m * layer[n].k + layer[n].k * layer[n].n + layer[n].m * layer[n].n)
+                               for n in members)] for _, members in space.decisions]).reshape(-1, 2)
+        self.shape = shape / np.maximum(shape.max(axis=0), 1.0) if len(shape) else shape  # (D, 2)
+
+        op_keys: dict[tuple, int] = {}
+        out_keys: dict[tuple, int] = {}
+        self.main_idx = np.zeros((n_layers, f), dtype=np.int64)  # GEMM (shape, fmt), local index
+        self.conv_idx = np.full((n_layers, f), -1, dtype=np.int64)  # conversion (m, k, fmt), -1: none
+        self.out_idx = np.full((n_layers, f, f), -1, dtype=np.int64)  # GEMM (shape, fmt, out_fmt)
+        for li, l in enumerate(net.layers):
+            for fi, fmt in enumerate(self.menu):
+                self.main_idx[li, fi] = op_keys.setdefault(("gemm", l.m, l.n, l.k, fmt), len(op_keys))
+                if not net.chained and get_format(fmt).name != "fp16":
+                    self.conv_idx[li, fi] = op_keys.setdefault(("convert", l.m, l.k, fmt), len(op_keys))
+                if net.chained:
+                    for gi, nxt in enumerate(self.menu):
+                        out = nxt if li < n_layers - 1 else "fp16"
+                        self.out_idx[li, fi, gi] = out_keys.setdefault((l.m, l.n, l.k, fmt, out), len(out_keys))
+        self.offsets = {}
+        pos = 0
+        for name, size in (("intercept", 1), ("shape", 2 * f), ("op", len(op_keys)), ("out", len(out_keys)),
+                           ("unary", self.n_decisions * f), ("null", 1)):
+            self.offsets[name] = (pos, pos + size)
+            pos += size
+        self.n_features = pos
+        null = self.offsets["null"][0]
+        op0, out0 = self.offsets["op"][0], self.offsets["out"][0]
+        self.main_idx += op0
+        self.conv_idx = np.where(self.conv_idx >= 0, self.conv_idx + op0, null)
+        self.out_idx = np.where(self.out_idx >= 0, self.out_idx + out0, null)
+
+    def layer_codes(self, codes: np.ndarray) -> np.ndarray:
+        return np.atleast_2d(codes)[:, self.layer_decision]
+
+    def active(self, codes: np.ndarray) -> np.ndarray:
+        """(n, A) indices of the 0/1 features each configuration switches on; an index may repeat
+        (two layers of one shape and format run the same op twice), and the sum counts it twice."""
+        codes = np.atleast_2d(codes)
+        lc = self.layer_codes(codes)
+        n, n_layers = lc.shape
+        rows = np.arange(n_layers)
+        nxt = np.concatenate([lc[:, 1:], lc[:, -1:]], axis=1)  # the last layer's "next" is ignored
+        cols = [np.zeros((n, 1), dtype=np.int64),
+                self.main_idx[rows, lc], self.conv_idx[rows, lc], self.out_idx[rows, lc, nxt],
+                self.offsets["unary"][0] + np.arange(self.n_decisions) * self.n_formats + codes]
+        return np.concatenate(cols, axis=1)
+
+    def shape_design(self, codes: np.ndarray) -> np.ndarray:
+        """(n, 2F) shape features (see the class docstring)."""
+        codes = np.atleast_2d(codes)
+        onehot = codes[:, :, None] == np.arange(self.n_formats)[None, None, :]  # (n, D, F)
+        return np.einsum("ndf,dj->nfj", onehot, self.shape).reshape(len(codes), 2 * self.n_formats)
+
+    def design(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.atleast_2d(codes)
+        idx = self.active(codes)
+        x = np.zeros((len(idx), self.n_features))
+        np.add.at(x, (np.repeat(np.arange(len(idx)), idx.shape[1]), idx.ravel()), 1.0)
+        lo, hi = self.offsets["shape"]
+        x[:, lo:hi] = self.shape_design(codes)
+        x[:, self.offsets["null"][0]] = 0.0
+        return x
+
+    def predict(self, codes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Model values of ``codes`` (C, D) under ``weights`` (S, n_features): (S, C)."""
+        codes = np.atleast_2d(codes)
+        weights = np.atleast_2d(weights)
+        lo, hi = self.offsets["shape"]
+        sparse = weights[:, self.active(codes)].sum(axis=2)
+        return sparse + weights[:, lo:hi] @ self.shape_design(codes).T
+
+    def blocks(self) -> dict[str, np.ndarray]:
+        """Feature masks per prior block."""
+        masks = {}
+        for name, (lo, hi) in self.offsets.items():
+            mask = np.zeros(self.n_features, dtype=bool)
+            mask[lo:hi] = True
+            masks[name] = mask
+        return masks
+
+    def additive_rank(self) -> int:
+        """Free parameters of the model's additive part (intercept and op weights): the rank of
+        their design over random configurations (layers of one shape share weights)."""
+        rng = np.random.default_rng(0)
+        keep = self.blocks()["intercept"] | self.blocks()["op"]
+        n = max(4 * int(keep.sum()), 16)
+        codes = rng.integers(0, self.n_formats, (n, self.n_decisions))
+        return int(np.linalg.matrix_rank(self.design(codes)[:, keep]))
+
+    def to_dp_terms(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unary (D, F, K) and consecutive-decision pair (D-1, F, F, K) terms of K weight vectors
+        ``weights`` (K, n_features), for :func:`pareto_dp`.
+
+        A chained boundary between layers of decisions that are not consecutive in decision order
+        (possible only with ties across non-adjacent layers) cannot be a DP transition; it is replaced
+        by its best additive approximation (row means + column means - grand mean). The DP then only
+        generates candidates; they are scored with the full model.
+        """
+        weights = np.atleast_2d(weights)
+        k = len(weights)
+        d, f = self.n_decisions, self.n_formats
+        lo, hi = self.offsets["unary"]
+        unary = weights[:, lo:hi].reshape(k, d, f).transpose(1, 2, 0).copy()
+        lo, hi = self.offsets["shape"]
+        unary += np.einsum("dj,kfj->dfk", self.shape, weights[:, lo:hi].reshape(k, f, 2))
+        unary[0] += weights[:, 0]  # the intercept, so DP values are model predictions
+        pair = np.zeros((max(d - 1, 0), f, f, k))
+        n_layers = len(self.layer_decision)
+        for li in range(n_layers):
+            dl = self.layer_decision[li]
+            unary[dl] += (weights[:, self.main_idx[li]] + weights[:, self.conv_idx[li]]).T
+            if not self.chained:
+                continue
+            block = weights[:, self.out_idx[li]].transpose(1, 2, 0)  # (f, g, K)
+            if li == n_layers - 1:
+                unary[dl] += block[:, 0]  # the last layer writes fp16 whatever comes "next"
+                continue
+            dn = self.layer_decision[li + 1]
+            if dn == dl:
+                unary[dl] += block[np.arange(f), np.arange(f)]
+            elif dn == dl + 1:
+                pair[dl] += block
+            elif dl == dn + 1:
+                pair[dn] += block.transpose(1, 0, 2)
+            else:
+                row, col, grand = block.mean(axis=1), block.mean(axis=0), block.mean(axis=(0, 1))
+                unary[dl] += row
+                unary[dn] += col - grand
+        return unary, pair
