@@ -13,7 +13,7 @@ from mpsearch.errors import InvalidSpecError
 from mpsearch.network import Layer, Network, preset
 from mpsearch.search.layerwise import LayerwiseSampler
 from mpsearch.search.layerwise.features import Structure
-from mpsearch.search.layerwise.model import fit_blr
+from mpsearch.search.layerwise.model import fit
 from mpsearch.search.layerwise.pareto import pareto_dp
 from mpsearch.space import SearchSpace, capacity
 
@@ -75,7 +75,7 @@ def test_model_recovers_an_additive_function_exactly(chained):
     truth = np.array([latency(c) for c in space.all_configs()])
     rng = np.random.default_rng(1)
     train = rng.choice(len(all_codes), 60, replace=False)
-    post = fit_blr(st.design(all_codes[train]), truth[train], st, 4, rng, None)
+    post = fit(st.design(all_codes[train]), st.onehot(all_codes[train]), truth[train], st, 4, rng, None)
     predicted = st.predict(all_codes, post.mean[None, :])[0]
     # Every one of the 81 configurations, 21 of them never seen, to within 0.1 %.
     np.testing.assert_allclose(predicted, truth, rtol=1e-3)
@@ -90,7 +90,8 @@ def test_pareto_dp_returns_exactly_the_brute_force_front(n_obj):
     d, f = 5, 3
     unary = rng.uniform(0, 1, (d, f, n_obj))
     pair = rng.uniform(0, 0.3, (d - 1, f, f, n_obj))
-    codes, vals = pareto_dp(unary, pair)
+    codes, vals, thinned = pareto_dp(unary, pair)
+    assert not thinned
     every = np.array(list(itertools.product(range(f), repeat=d)))
     totals = unary[np.arange(d), every].sum(axis=1) + sum(pair[i, every[:, i], every[:, i + 1]] for i in range(d - 1))
     front = {tuple(r) for r in every[moocore.is_nondominated(totals)]}

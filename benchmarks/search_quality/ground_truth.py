@@ -100,7 +100,7 @@ class OpSum:
         from mpsearch.search.layerwise.pareto import pareto_dp
 
         lat, cap = self.layer_costs(), self.capacity_terms()
-        _, vals = pareto_dp(np.stack([lat, -cap], axis=2), None, max_front=10**9)
+        vals = pareto_dp(np.stack([lat, -cap], axis=2), None, max_front=10**9)[1]
         front = np.column_stack([vals[:, 0], -vals[:, 1]])
         box = np.array([[lat.min(1).sum(), cap.min(1).sum()], [lat.max(1).sum(), cap.max(1).sum()]])
         return front, box

@@ -87,6 +87,9 @@ def register(sub: Any) -> None:
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default: %(default)s")
     p.add_argument("--seed", type=int, help="sampler seed (reproducible proposals)")
+    p.add_argument("--constraint", action="append", metavar="OBJECTIVE<=BOUND",
+                   help="repeatable: a bound the chosen configuration must meet, e.g. 'latency<=3.0' or "
+                        "'capacity>=600000'; the search then looks for the best configuration that meets it")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="measure with N worker processes sharing the study: one per visible GPU for the cutlass "
                         "backend, N processes for the others; --trials is then the study's total. 0 creates the "
@@ -192,6 +195,11 @@ def _print_outcome(study: Any, outcome: Any, storage_url: str) -> None:
     print(f"\nstopped: {outcome.stop_reason}")
     print(f"measured {outcome.measured} configurations ({outcome.failed} failed, {outcome.infeasible} infeasible); "
           f"{outcome.repeats} repeated proposals answered from earlier measurements")
+    from mpsearch.search.constraints import best_feasible_text
+
+    best = best_feasible_text(study)  # under --constraint: the configuration the search was for
+    if best:
+        print(best)
     front = pareto_frame(study)
     if front.empty:
         print("no complete trial: no Pareto front yet")
@@ -238,6 +246,7 @@ def _run_and_report(args: argparse.Namespace, study: Any, setup: Setup, budget: 
 
 def run_search_command(args: argparse.Namespace) -> int:
     from mpsearch.cli.worker import run_local_workers
+    from mpsearch.search.constraints import constraints_extra
     from mpsearch.search.samplers import build_sampler
     from mpsearch.search.storage import STUDIES_DIR, check_parallel, default_storage_url, open_storage
     from mpsearch.search.study import create_study, new_spec
@@ -266,6 +275,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     sampler, settings = build_sampler(args.sampler, seed=args.seed, space=setup.space,
                                       directions=setup.directions, exact=setup.exact_objectives())
     spec = new_spec(setup.network, setup.menu, setup.objectives, setup.backend, settings)
+    spec.extra.update(constraints_extra(args.constraint, [o.name for o in setup.objectives]))
     study = create_study(storage, storage_url, name, spec, sampler)
     print(f"study {name}: {setup.network.name} ({len(setup.network.layers)} layers, {len(setup.space.decisions)} decisions), "
           f"menu {','.join(setup.menu)} ({setup.space.size:,} configurations), objectives "

@@ -275,6 +275,11 @@ def compute_report(ref: StudyRef, *, exhaustive: StudyRef | None | bool = True,
     if stored_now:
         notes.append(f"no reference point was stored; fixed {[float(f'{v:.6g}') for v in point]} from the {int((trials['state'] == 'COMPLETE').sum())} "
                      "complete trials and stored it with the study")
+    from mpsearch.search.constraints import best_feasible_text
+
+    best = best_feasible_text(study)  # a study searched under --constraint: the decision it was for
+    if best:
+        notes.append(best)
     report = StudyReport(ref, spec, objectives, directions, layers, trials, front, point, stored_now, hv, notes=notes)
 
     if isinstance(exhaustive, StudyRef):

@@ -12,6 +12,8 @@
       copied from that trial, nothing was measured again;
     - ``fail_reason``: why a FAILED trial failed (one line);
     - ``worker``: host:pid of the process that ran it.
+- ``trial.constraints``: ``unsupported`` (> 0: the backend cannot run the configuration) and one per
+  bound the study was given (:mod:`mpsearch.search.constraints`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ FAIL_ATTR = "fail_reason"
 DEVICE_ATTR = "device"
 WORKER_ATTR = "worker"
 STOP_ATTR = "stop_reason"  # study attr: why the last search stopped
+# Trial constraint (Optuna's: feasible when <= 0) set on every finished trial; > 0 for a
+# configuration the backend can never run, told as complete so samplers learn to avoid it.
+INFEASIBLE_CONSTRAINT = "unsupported"
 
 
 @dataclass

@@ -7,6 +7,15 @@ import numpy as np
 from mpsearch.space import SearchSpace
 
 
+def _shape_terms(layer) -> tuple[float, ...]:
+    """What a GEMM's cost grows with: its FLOPs, the elements of its activation (m·k: read, and
+    converted in an unchained network), its weight (k·n) and its result (m·n), and one launch."""
+    return (float(layer.flops), float(layer.m * layer.k), float(layer.k * layer.n), float(layer.m * layer.n), 1.0)
+
+
+_N_SHAPE = 5
+
+
 class Structure:
     """Which weights a configuration switches on, following :meth:`Network.ops`.
 
@@ -14,9 +23,10 @@ class Structure:
     menu. Weight blocks, each with its own prior scale:
 
     - ``intercept``;
-    - ``shape``: two per format f, the Σ over layers in f of the GEMM's FLOPs and of its operand
-      and result elements (m·k + k·n + m·n), each scaled to at most 1: the shared cost per FLOP and
-      per element of a format, so a few trials inform every layer;
+    - ``shape``: five per format f, the Σ over layers in f of the GEMM's FLOPs, of its activation,
+      weight and result elements (m·k, k·n, m·n) and of 1 (a launch), each scaled to at most 1: the
+      shared cost per FLOP, per element and per kernel of a format, so a few trials inform every
+      layer;
     - ``op``: one weight per op a backend prices, keyed as the backend keys it — a GEMM by
       (m, n, k, format), a conversion by (m, k, format) — so layers of the same shape (the blocks of
       a transformer) share their weights, as they share their measured kernels;
@@ -41,10 +51,14 @@ class Structure:
         self.layer_decision = np.array([decision_of[n] for n in net.layer_names], dtype=np.int64)
         n_layers, f = len(net.layers), self.n_formats
         layer = {l.name: l for l in net.layers}
-        shape = np.array([[sum(float(layer[n].flops) for n in members),
-                           sum(float(layer[n].m * layer[n].k + layer[n].k * layer[n].n + layer[n].m * layer[n].n)
-                               for n in members)] for _, members in space.decisions]).reshape(-1, 2)
-        self.shape = shape / np.maximum(shape.max(axis=0), 1.0) if len(shape) else shape  # (D, 2)
+        shape = np.array([[sum(_shape_terms(layer[n])[i] for n in members) for i in range(_N_SHAPE)]
+                          for _, members in space.decisions]).reshape(-1, _N_SHAPE)
+        self.shape = shape / np.maximum(shape.max(axis=0), 1.0) if len(shape) else shape  # (D, _N_SHAPE)
+        # onehot(codes) @ _shape_map sums each decision's shape terms into its format's block.
+        self._shape_map = np.zeros((self.n_decisions * self.n_formats, self.n_formats * _N_SHAPE))
+        for d in range(self.n_decisions):
+            for fi in range(self.n_formats):
+                self._shape_map[d * self.n_formats + fi, fi * _N_SHAPE:(fi + 1) * _N_SHAPE] = self.shape[d]
 
         op_keys: dict[tuple, int] = {}
         out_keys: dict[tuple, int] = {}
@@ -62,7 +76,7 @@ class Structure:
                         self.out_idx[li, fi, gi] = out_keys.setdefault((l.m, l.n, l.k, fmt, out), len(out_keys))
         self.offsets = {}
         pos = 0
-        for name, size in (("intercept", 1), ("shape", 2 * f), ("op", len(op_keys)), ("out", len(out_keys)),
+        for name, size in (("intercept", 1), ("shape", _N_SHAPE * f), ("op", len(op_keys)), ("out", len(out_keys)),
                            ("unary", self.n_decisions * f), ("null", 1)):
             self.offsets[name] = (pos, pos + size)
             pos += size
@@ -89,11 +103,18 @@ class Structure:
                 self.offsets["unary"][0] + np.arange(self.n_decisions) * self.n_formats + codes]
         return np.concatenate(cols, axis=1)
 
-    def shape_design(self, codes: np.ndarray) -> np.ndarray:
-        """(n, 2F) shape features (see the class docstring)."""
+    def onehot(self, codes: np.ndarray) -> np.ndarray:
+        """(n, D·F) indicator of each decision's format: ``onehot(a) @ onehot(b).T`` counts the
+        decisions two configurations share (the non-additive part's kernel is built on it)."""
         codes = np.atleast_2d(codes)
-        onehot = codes[:, :, None] == np.arange(self.n_formats)[None, None, :]  # (n, D, F)
-        return np.einsum("ndf,dj->nfj", onehot, self.shape).reshape(len(codes), 2 * self.n_formats)
+        out = np.zeros((len(codes), self.n_decisions * self.n_formats))
+        out[np.repeat(np.arange(len(codes)), self.n_decisions),
+            (np.arange(self.n_decisions) * self.n_formats + codes).ravel()] = 1.0
+        return out
+
+    def shape_design(self, codes: np.ndarray) -> np.ndarray:
+        """(n, F·_N_SHAPE) shape features (see the class docstring)."""
+        return self.onehot(codes) @ self._shape_map
 
     def design(self, codes: np.ndarray) -> np.ndarray:
         codes = np.atleast_2d(codes)
@@ -110,8 +131,16 @@ class Structure:
         codes = np.atleast_2d(codes)
         weights = np.atleast_2d(weights)
         lo, hi = self.offsets["shape"]
-        sparse = weights[:, self.active(codes)].sum(axis=2)
-        return sparse + weights[:, lo:hi] @ self.shape_design(codes).T
+        return (self.counts(codes) @ weights.T).T + weights[:, lo:hi] @ self.shape_design(codes).T
+
+    def counts(self, codes: np.ndarray):
+        """(C, n_features) sparse count of the 0/1 features each configuration switches on (a
+        repeated index counts twice; the shape block is not included)."""
+        from scipy.sparse import csr_matrix
+
+        idx = self.active(codes)
+        c, a = idx.shape
+        return csr_matrix((np.ones(c * a), idx.ravel(), np.arange(0, c * a + 1, a)), shape=(c, self.n_features))
 
     def blocks(self) -> dict[str, np.ndarray]:
         """Feature masks per prior block."""
@@ -146,7 +175,7 @@ class Structure:
         lo, hi = self.offsets["unary"]
         unary = weights[:, lo:hi].reshape(k, d, f).transpose(1, 2, 0).copy()
         lo, hi = self.offsets["shape"]
-        unary += np.einsum("dj,kfj->dfk", self.shape, weights[:, lo:hi].reshape(k, f, 2))
+        unary += np.einsum("dj,kfj->dfk", self.shape, weights[:, lo:hi].reshape(k, f, _N_SHAPE))
         unary[0] += weights[:, 0]  # the intercept, so DP values are model predictions
         pair = np.zeros((max(d - 1, 0), f, f, k))
         n_layers = len(self.layer_decision)
