@@ -29,7 +29,8 @@ class Trace:
     rounds: list[int] = field(default_factory=list)  # the round each measurement finished in
     infeasible: int = 0
     ask_seconds: list[float] = field(default_factory=list)
-    values: list[tuple] = field(default_factory=list)  # feasible measured values, in order
+    keys: list = field(default_factory=list)  # each measurement's configuration key (None: refused)
+    values: list = field(default_factory=list)  # each measurement's values (None: refused)
 
     def measurements_to(self, fraction: float) -> float:
         hit = [i for i, h in enumerate(self.hv_fraction) if h >= fraction * (1 - 1e-12)]
@@ -42,13 +43,16 @@ class Trace:
 
 def simulate(space: SearchSpace, evaluate: Callable, sampler, directions: Sequence[str], reference: Sequence[float],
              true_hv: float, budget: int, *, workers: int = 1,
-             constraints: Callable[[tuple], dict[str, float]] | None = None) -> Trace:
+             constraints: Callable[[tuple], dict[str, float]] | None = None,
+             metric_names: Sequence[str] | None = None) -> Trace:
     """``evaluate(config) -> tuple of values``, or None when the configuration cannot run.
     ``constraints(values) -> {name: value}`` adds the user's constraints (feasible when <= 0); the
     hypervolume then counts feasible points only."""
     import optuna
 
     study = optuna.create_study(directions=list(directions), sampler=sampler)
+    if metric_names:
+        study.set_metric_names(list(metric_names))
     measured: dict[str, tuple] = {}
     infeasible: set[str] = set()
     trace = Trace()
@@ -70,8 +74,8 @@ def simulate(space: SearchSpace, evaluate: Callable, sampler, directions: Sequen
             if key in measured or key in infeasible:  # answered from the stored trial, not measured
                 values = measured.get(key, worst)
                 trial.set_constraint(INFEASIBLE, 1.0 if key in infeasible else 0.0)
-                for name, v in (constraints(values) if constraints and key in measured else {}).items():
-                    trial.set_constraint(name, v)
+                for name, v in (constraints(values) if constraints else {}).items():
+                    trial.set_constraint(name, v if key in measured else 0.0)
                 study.tell(trial, values)
                 continue
             values = evaluate(config)
@@ -79,7 +83,11 @@ def simulate(space: SearchSpace, evaluate: Callable, sampler, directions: Sequen
                 infeasible.add(key)
                 trace.infeasible += 1
                 trial.set_constraint(INFEASIBLE, 1.0)
+                for name in (constraints(worst) if constraints else {}):
+                    trial.set_constraint(name, 0.0)
                 study.tell(trial, worst)
+                trace.keys.append(None)
+                trace.values.append(None)
             else:
                 values = tuple(float(v) for v in values)
                 measured[key] = values
@@ -88,9 +96,10 @@ def simulate(space: SearchSpace, evaluate: Callable, sampler, directions: Sequen
                 for name, v in extra.items():
                     trial.set_constraint(name, v)
                 study.tell(trial, values)
+                trace.keys.append(key)
+                trace.values.append(values)
                 if all(v <= 0 for v in extra.values()):
                     feasible_points.append(values)
-                    trace.values.append(values)
             hv = hypervolume(feasible_points, reference, directions) if feasible_points else 0.0
             trace.hv_fraction.append(hv / true_hv)
             trace.rounds.append(rounds)

@@ -94,3 +94,12 @@ class AdditiveTruth:
         """(best, worst) of each objective over the space, (2, 2): for the reference point."""
         lat, cap = self.latency_terms, self.capacity_terms
         return np.array([[lat.min(1).sum(), cap.min(1).sum()], [lat.max(1).sum(), cap.max(1).sum()]])
+
+
+def llama8b_whole(tokens: int = 2048) -> Network:
+    """All 32 decoder blocks of Llama-3-8B: 224 GEMMs (7 shapes), unchained."""
+    from mpsearch.network import preset
+
+    block = preset("llama8b-block-prefill").layers
+    layers = tuple(Layer(f"b{b}.{l.name}", tokens, l.n, l.k) for b in range(32) for l in block)
+    return Network("llama8b-32blocks-prefill", layers, (), False, "Llama-3-8B, 32 blocks, 224 GEMMs")
