@@ -23,7 +23,7 @@ def test_search_stores_a_study_with_its_spec_and_prints_the_front(cli, tmp_path)
     spec = read_spec(study)
     assert spec.menu == ["fp16", "fp8_e4m3", "int8"]
     assert [o["name"] for o in spec.objectives] == ["latency", "capacity"]
-    assert spec.sampler["name"] == "tpe" and spec.sampler["seed"] == 3 and spec.sampler["multivariate"] is True
+    assert spec.sampler["name"] == "layerwise" and spec.sampler["seed"] == 3  # the default
     assert study.metric_names == ["latency", "capacity"]
     assert all(t.user_attrs["latency_source"] == "model" for t in measured)
 

@@ -28,7 +28,9 @@ class Trace:
     hv_fraction: list[float] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)  # the round each measurement finished in
     infeasible: int = 0
-    ask_seconds: list[float] = field(default_factory=list)
+    ask_seconds: list[float] = field(default_factory=list)  # wall time of each ask
+    ask_cpu_seconds: list[float] = field(default_factory=list)  # CPU time of this process for each ask
+    watched: list = field(default_factory=list)  # ``watch(study)`` after each measurement
     keys: list = field(default_factory=list)  # each measurement's configuration key (None: refused)
     values: list = field(default_factory=list)  # each measurement's values (None: refused)
 
@@ -44,7 +46,7 @@ class Trace:
 def simulate(space: SearchSpace, evaluate: Callable, sampler, directions: Sequence[str], reference: Sequence[float],
              true_hv: float, budget: int, *, workers: int = 1,
              constraints: Callable[[tuple], dict[str, float]] | None = None,
-             metric_names: Sequence[str] | None = None) -> Trace:
+             metric_names: Sequence[str] | None = None, watch: Callable | None = None) -> Trace:
     """``evaluate(config) -> tuple of values``, or None when the configuration cannot run.
     ``constraints(values) -> {name: value}`` adds the user's constraints (feasible when <= 0); the
     hypervolume then counts feasible points only."""
@@ -63,10 +65,11 @@ def simulate(space: SearchSpace, evaluate: Callable, sampler, directions: Sequen
         rounds += 1
         batch = []
         for _ in range(min(workers, budget - len(measured) - len(infeasible))):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             trial = study.ask()
             config = space.suggest(trial)
             trace.ask_seconds.append(time.perf_counter() - t0)
+            trace.ask_cpu_seconds.append(time.process_time() - c0)
             asks += 1
             batch.append((trial, config))
         for trial, config in batch:
@@ -103,6 +106,8 @@ def simulate(space: SearchSpace, evaluate: Callable, sampler, directions: Sequen
             hv = hypervolume(feasible_points, reference, directions) if feasible_points else 0.0
             trace.hv_fraction.append(hv / true_hv)
             trace.rounds.append(rounds)
+            if watch is not None:
+                trace.watched.append(watch(study))
     return trace
 
 

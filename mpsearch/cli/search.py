@@ -85,7 +85,8 @@ def register(sub: Any) -> None:
     p.add_argument("network", help="preset (mlp6, mlp6-decode, llama8b-block-prefill, ...) or TOML file")
     p.add_argument("--study-name", help="default: the network's name")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default: %(default)s")
+    p.add_argument("--sampler", choices=SAMPLERS,
+                   help="default: layerwise (tpe for a single objective, which layerwise does not take)")
     p.add_argument("--seed", type=int, help="sampler seed (reproducible proposals)")
     p.add_argument("--constraint", action="append", metavar="OBJECTIVE<=BOUND",
                    help="repeatable: a bound the chosen configuration must meet, e.g. 'latency<=3.0' or "
@@ -247,7 +248,7 @@ def _run_and_report(args: argparse.Namespace, study: Any, setup: Setup, budget: 
 def run_search_command(args: argparse.Namespace) -> int:
     from mpsearch.cli.worker import run_local_workers
     from mpsearch.search.constraints import constraints_extra
-    from mpsearch.search.samplers import build_sampler
+    from mpsearch.search.samplers import build_sampler, default_sampler
     from mpsearch.search.storage import STUDIES_DIR, check_parallel, default_storage_url, open_storage
     from mpsearch.search.study import create_study, new_spec
 
@@ -260,9 +261,10 @@ def run_search_command(args: argparse.Namespace) -> int:
         raise InvalidSpecError(f"--patience and --target-hv stop one search loop and cannot be shared by --workers "
                                f"{args.workers}: give --trials N and/or --timeout SECONDS")
     budget = _budget(args)
+    setup = Setup(args, args.network, args.backend, args.formats, args.objective or DEFAULT_OBJECTIVES)
+    args.sampler = args.sampler or default_sampler(len(setup.objectives))
     if args.target_hv is not None and args.sampler != "layerwise":
         raise InvalidSpecError(f"--target-hv needs a model of the front: use it with --sampler layerwise, not {args.sampler}")
-    setup = Setup(args, args.network, args.backend, args.formats, args.objective or DEFAULT_OBJECTIVES)
     name = args.study_name or setup.network.name
     if args.storage is None and args.workers > 1:
         # SQLite takes one process at a time; a journal file takes several on one host.

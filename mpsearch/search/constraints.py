@@ -91,8 +91,8 @@ def set_trial_constraints(trial: Any, constraints: Sequence[Constraint], objecti
 
 
 def best_feasible(study: Any, constraints: Sequence[Constraint]) -> dict[str, Any] | None:
-    """The feasible trial best in the first objective that no constraint bounds (ties: the next
-    objectives), or None. ``{"trial", "objective", "values", "config"}``."""
+    """The feasible trial best in the first objective that no constraint bounds (ties: the other
+    objectives, unbounded first), or None. ``{"trial", "objective", "values", "config"}``."""
     import optuna
 
     from mpsearch.search.record import CONFIG_ATTR, REPEAT_ATTR
@@ -110,7 +110,7 @@ def best_feasible(study: Any, constraints: Sequence[Constraint]) -> dict[str, An
             continue
         if any(c.violation(t.values[names.index(c.objective)]) > 0 for c in constraints):
             continue
-        key = tuple(sign[i] * t.values[i] for i in free)
+        key = tuple(sign[i] * t.values[i] for i in free + [i for i in range(len(names)) if i not in free])
         if best is None or key < best[0]:
             best = (key, t)
     if best is None:

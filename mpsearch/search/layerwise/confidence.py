@@ -12,6 +12,7 @@ from mpsearch.errors import InvalidSpecError
 from mpsearch.search.layerwise.acquisition import neighbours, unseen_unique
 
 _ENUMERATE_UP_TO = 20000  # every configuration is drawn in spaces this small
+_MIN_MEASUREMENTS = 10
 
 
 def front_confidence(sampler: Any, study: Any, target_fraction: float) -> float:
@@ -30,10 +31,10 @@ def front_confidence(sampler: Any, study: Any, target_fraction: float) -> float:
             or not 0 < target_fraction <= 1:
         raise InvalidSpecError(f"target_fraction must be a number in (0, 1], got {target_fraction!r}")
     obs = sampler.observations(study)
-    if len(obs.codes) <= sampler.additive_rank:
-        # Fewer measurements than the additive part of the model has free parameters: whatever the
-        # posterior says then rests on the prior's hyperparameters, and was overconfident in tests
-        # (sure of 99 % with 68 % found after 3 trials). Claim nothing.
+    if len(obs.codes) < _MIN_MEASUREMENTS:
+        # With a handful of measurements whatever the posterior says rests on the prior's
+        # hyperparameters, and was overconfident in tests (sure of 99 % with 68 % found after 3
+        # trials). Claim nothing.
         return 0.0
     st = sampler.structure
     rng = sampler.rng(study, tag=0xC0F)

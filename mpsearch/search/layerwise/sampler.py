@@ -26,7 +26,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # permutation per decision). 0 by default: the prior (shape features) already proposes sensibly.
     "n_startup_trials": 0,  # None: len(menu)
     "n_posterior_samples": 32,  # Monte Carlo samples for EHVI
-    "n_thompson_fronts": 4,  # posterior samples whose Pareto-DP fronts seed the candidates
+    "n_thompson_fronts": 2,  # posterior samples whose Pareto-DP fronts seed the candidates
     "max_candidates": 400,  # EHVI (Monte Carlo) ranks this many candidates, screened from all
     "max_front": DEFAULT_MAX_FRONT,  # a DP state holding more Pareto points is thinned (and says so)
     "boundary_prior_ratio": None,  # boundary vs op prior scale; None: averaged over (0.03, 0.1, 0.3)
