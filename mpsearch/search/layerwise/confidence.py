@@ -13,6 +13,7 @@ from mpsearch.search.layerwise.acquisition import neighbours, unseen_unique
 
 _ENUMERATE_UP_TO = 20000  # every configuration is drawn in spaces this small
 _MIN_MEASUREMENTS = 10
+_POOL_FRONTS = 8  # posterior samples whose Pareto-DP fronts make the pool in large spaces
 
 
 def front_confidence(sampler: Any, study: Any, target_fraction: float) -> float:
@@ -22,7 +23,8 @@ def front_confidence(sampler: Any, study: Any, target_fraction: float) -> float:
     For each posterior sample, the unmeasured configurations that could be on the true front get a
     draw of what measuring them would return (the sample's additive part, the non-additive part's
     posterior, the noise): every configuration in a space of up to ``_ENUMERATE_UP_TO``, else the
-    sample's Pareto-DP front and (up to ``max_candidates`` × 5 of) its one-decision neighbours.
+    Pareto-DP fronts of a few samples and of the mean and (up to ``max_candidates`` × 5 of) their
+    one-decision neighbours.
     The true front is their front together with the measured points; the fraction is
     HV(measured front) / HV(true front), against the study's reference point (or the model's).
     Configurations that probably cannot run are left out of the true front.
@@ -44,34 +46,28 @@ def front_confidence(sampler: Any, study: Any, target_fraction: float) -> float:
     found = _hv(obs.values, ref)
     measured = {tuple(r) for r in obs.codes} | {tuple(r) for r in obs.refused}
     feasibility = sampler.feasibility(obs)
-    everything = None
     if st.n_formats ** st.n_decisions <= _ENUMERATE_UP_TO:
-        everything = unseen_unique(
+        pool = unseen_unique(
             np.array(list(itertools.product(range(st.n_formats), repeat=st.n_decisions)), dtype=np.int64), measured)
+    else:
+        # One pool for every sample: the Pareto-DP fronts of a few samples and of the mean, and their
+        # one-decision neighbours (a front point the pool misses could only lower the confidence).
+        fronts = [sampler.dp_front([p.samples[s] for p in posts], rng, feasibility.allowed)
+                  for s in range(min(n, _POOL_FRONTS))]
+        fronts.append(sampler.dp_front([p.mean for p in posts], rng, feasibility.allowed))
+        front = unseen_unique(np.concatenate(fronts), measured)
+        near = unseen_unique(neighbours(front, st.n_formats), measured)
+        cap = 5 * sampler._settings["max_candidates"]
+        if len(near) > cap:
+            near = near[rng.choice(len(near), cap, replace=False)]
+        pool = unseen_unique(np.concatenate([front, near]), measured)
+    pool = pool[feasibility.probability(pool) >= 0.5] if len(pool) else pool
+    draws = sampler.predict_samples(pool, posts, rng) if len(pool) else np.zeros((n, 0, len(ref)))
     hits = 0
     for s in range(n):
-        if everything is not None:
-            pool = everything
-        else:
-            front = sampler.dp_front([p.samples[s] for p in posts], rng, feasibility.allowed)
-            near = unseen_unique(neighbours(front, st.n_formats), measured)
-            cap = 5 * sampler._settings["max_candidates"]
-            if len(near) > cap:
-                near = near[rng.choice(len(near), cap, replace=False)]
-            pool = unseen_unique(np.concatenate([front, near]), measured)
-        pool = pool[feasibility.probability(pool) >= 0.5] if len(pool) else pool
-        one = [_single(p, s) for p in posts]
-        vals = sampler.predict_samples(pool, one, rng)[0]
-        true = _hv(np.concatenate([vals, obs.values]), ref)
+        true = _hv(np.concatenate([draws[s], obs.values]), ref)
         hits += found >= target_fraction * true - 1e-12 * abs(true)
     return hits / n
-
-
-def _single(post: Any, s: int) -> Any:
-    """``post`` narrowed to its posterior sample ``s``."""
-    from dataclasses import replace
-
-    return replace(post, samples=post.samples[s:s + 1], noise=post.noise[s:s + 1])
 
 
 def _hv(values: np.ndarray, ref: np.ndarray) -> float:
