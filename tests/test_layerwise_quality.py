@@ -223,3 +223,26 @@ def test_workers_asking_together_get_distinct_configurations_that_all_improve_th
         study.tell(trial, objective(space.suggest(trial)))
     batch = [space.suggest(study.ask()) for _ in range(6)]  # six asks, none told yet
     assert len({c.key for c in batch}) == 6
+
+
+def test_the_stop_rule_fires_after_99_percent_is_reached_and_not_much_later():
+    space = SearchSpace(_net(5), MENU)
+    objective = _lat_cap(space, _latency(space, 10))
+    every = np.array([objective(c) for c in space.all_configs()])
+    ref = reference_point(every, LAT_CAP)
+    sampler = _sampler(space, reference_point=list(ref))
+    study = optuna.create_study(directions=LAT_CAP, sampler=sampler)
+    found, needed, stopped = [], None, None
+    for n in range(1, 41):
+        trial = study.ask()
+        values = objective(space.suggest(trial))
+        study.tell(trial, values)
+        found.append(values)
+        if needed is None and _fraction(found, space, objective, LAT_CAP) >= 0.99:
+            needed = n
+        if sampler.front_confidence(study, 0.99) >= 0.95:
+            stopped = n
+            break
+    assert needed is not None and stopped is not None
+    assert stopped >= needed  # never early
+    assert stopped <= 1.5 * needed + 2

@@ -295,9 +295,8 @@ def exp_constraint(args) -> tuple[pd.DataFrame, list[str]]:
     rows = []
     for seed in range(args.seeds_mlp6):
         for name in ("layerwise", "tpe"):
-            sampler = _sampler(name, space, LAT_CAP, seed, _capacity_exact(space) if name == "layerwise" else None)
-            if name == "layerwise":
-                sampler._settings["constraints"] = [f"latency<={bound}"]
+            sampler = _sampler(name, space, LAT_CAP, seed, _capacity_exact(space), constraints=[f"latency<={bound}"]) \
+                if name == "layerwise" else _sampler(name, space, LAT_CAP, seed)
             trace = simulate(space, lambda c: (rec.latency(c), float(capacity(space.network, c))), sampler, LAT_CAP,
                              ref, true_hv, 30, constraints=lambda v: {f"latency<={bound:g}": v[0] - bound},
                              metric_names=["latency", "capacity"])

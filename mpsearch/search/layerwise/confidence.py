@@ -62,6 +62,9 @@ def front_confidence(sampler: Any, study: Any, target_fraction: float) -> float:
             near = near[rng.choice(len(near), cap, replace=False)]
         pool = unseen_unique(np.concatenate([front, near]), measured)
     pool = pool[feasibility.probability(pool) >= 0.5] if len(pool) else pool
+    # Each draw carries the noise of a measurement: a configuration measured once may keep its
+    # deviation (a replayed recording does). Without it the rule was sure at 40 measurements on the
+    # recorded mlp6 with 98.9 % found (early); with it, it waits there until well past 99 %.
     draws = sampler.predict_samples(pool, posts, rng) if len(pool) else np.zeros((n, 0, len(ref)))
     hits = 0
     for s in range(n):
