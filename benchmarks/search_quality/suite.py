@@ -213,6 +213,10 @@ def exp_proxies(args) -> tuple[pd.DataFrame, list[str]]:
                              "seconds": time.perf_counter() - started})
                 print(f"  proxies {pname} {sampler_name} seed {seed}: {scored[-1]:.4f}", flush=True)
     df = pd.DataFrame(rows)
+    earlier = args.out / "proxies.csv"
+    if earlier.exists():  # samplers not rerun now keep their rows (GP takes long; its runs do not change)
+        kept = pd.read_csv(earlier)
+        df = pd.concat([kept[~kept["sampler"].isin(set(df["sampler"]))], df], ignore_index=True)
     table = df.groupby(["proxy", "sampler"])["hv_true_at_60"].agg(["median", "min", "count"]).reset_index()
     md = [f"## Non-additive accuracy proxies: latency ({rec.source}) + a proxy, both modelled, mlp6 fp16/fp8/int8",
           "", "Hypervolume fraction of the true front after 60 measurements (latency scored by its true value); "

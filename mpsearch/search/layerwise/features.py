@@ -54,6 +54,7 @@ class Structure:
         shape = np.array([[sum(_shape_terms(layer[n])[i] for n in members) for i in range(_N_SHAPE)]
                           for _, members in space.decisions]).reshape(-1, _N_SHAPE)
         self.shape = shape / np.maximum(shape.max(axis=0), 1.0) if len(shape) else shape  # (D, _N_SHAPE)
+        self._shape_totals = np.tile(self.shape.sum(axis=0), self.n_formats) if len(self.shape) else np.ones(1)
         # onehot(codes) @ _shape_map sums each decision's shape terms into its format's block.
         self._shape_map = np.zeros((self.n_decisions * self.n_formats, self.n_formats * _N_SHAPE))
         for d in range(self.n_decisions):
@@ -111,6 +112,11 @@ class Structure:
         out[np.repeat(np.arange(len(codes)), self.n_decisions),
             (np.arange(self.n_decisions) * self.n_formats + codes).ravel()] = 1.0
         return out
+
+    def format_mix(self, onehot: np.ndarray) -> np.ndarray:
+        """(n, F·_N_SHAPE) from one-hot rows: the share of the network's FLOPs, activation elements
+        and other elements that runs in each format (each in [0, 1])."""
+        return onehot @ self._shape_map / np.maximum(self._shape_totals, 1e-12)
 
     def shape_design(self, codes: np.ndarray) -> np.ndarray:
         """(n, F·_N_SHAPE) shape features (see the class docstring)."""

@@ -3,11 +3,12 @@ features, plus a Gaussian-process part for what is not additive.
 
 In kernel form, with z the standardised measurements::
 
-    cov(z_i, z_j) = x_i diag(v) x_j  +  r² exp(-rate · hamming(c_i, c_j) / D)  +  s² [i = j] inflate_i
+    cov(z_i, z_j) = x_i diag(v) x_j  +  r² corr(c_i, c_j)  +  s² [i = j] inflate_i
 
 The first term is the additive model (v: each weight block's prior variance); the second, a
-non-additive part whose correlation falls with the number of decisions two configurations differ in
-(it learns interactions: a threshold, a product, pairs of layers); the third, noise. The prior
+non-additive part whose correlation falls either with the number of decisions two configurations
+differ in (interacting layers, a product) or with the distance between their format mixes (a global
+effect: a threshold on the total bits) (:func:`correlation`); the third, noise. The prior
 scales, the residual's scale and rate, and the noise are averaged over a grid, weighted by marginal
 likelihood and a prior that gives "no non-additive part" half the mass, so purely additive data
 keeps the additive model. The grid is searched in two stages (additive scales first, then the
@@ -54,6 +55,20 @@ class Hyper:
     noise: float
     residual: float = 0.0
     rate: float = 1.0
+    mix: bool = False  # the non-additive part's correlation: False over decisions, True over the format mix
+
+
+def correlation(h: Hyper, a: np.ndarray, b: np.ndarray, structure: Structure) -> np.ndarray:
+    """The non-additive part's correlation between configurations given as one-hot rows ``a`` (n, D·F)
+    and ``b`` (m, D·F): over the decisions they differ in (interacting layers), or over their
+    *format mix*, the share of the network's FLOPs and elements in each format (what a global
+    effect, such as accuracy falling below a total bit budget, depends on)."""
+    if h.mix:
+        ua, ub = structure.format_mix(a), structure.format_mix(b)
+        d2 = (ua ** 2).sum(1)[:, None] + (ub ** 2).sum(1)[None, :] - 2 * ua @ ub.T
+        return np.exp(-h.rate * np.maximum(d2, 0.0))
+    d = max(structure.n_decisions, 1)
+    return np.exp(-h.rate * (d - a @ b.T) / d)
 
 
 @dataclass
@@ -61,7 +76,7 @@ class Residual:
     """The non-additive part's posterior at configurations not measured (raw units)."""
 
     onehot: np.ndarray  # (n, D·F) the measured configurations
-    n_decisions: int
+    structure: Structure
     y_std: float
     parts: list  # (weight, Hyper, K⁻¹z (n,), Cholesky factor of K)
 
@@ -70,11 +85,10 @@ class Residual:
         (C, D·F); a mixture over the kept grid points."""
         from scipy.linalg import cho_solve
 
-        matches = onehot @ self.onehot.T  # (C, n): decisions two configurations share
         first = np.zeros(len(onehot))
         second = np.zeros(len(onehot))
         for weight, h, alpha, chol in self.parts:
-            cross = h.residual ** 2 * np.exp(-h.rate * (self.n_decisions - matches) / self.n_decisions)
+            cross = h.residual ** 2 * correlation(h, onehot, self.onehot, self.structure)
             mean = cross @ alpha
             var = h.residual ** 2 - np.einsum("cn,nc->c", cross, cho_solve(chol, cross.T))
             first += weight * mean
@@ -130,15 +144,14 @@ def fit(x: np.ndarray, onehot: np.ndarray, y: np.ndarray, structure: Structure, 
     # K's blocks, each computed once.
     gram = {name: x[:, m] @ x[:, m].T for name, m in masks.items()}
     fixed = _INTERCEPT_SCALE ** 2 * gram["intercept"] + _SHAPE_SCALE ** 2 * gram["shape"]
-    distance = (structure.n_decisions - onehot @ onehot.T) / max(structure.n_decisions, 1)
-    correlation: dict[float, np.ndarray] = {}
+    correlations: dict[tuple, np.ndarray] = {}
 
     def residual_cov(h: Hyper) -> np.ndarray:
         if h.residual == 0:
             return 0.0
-        if h.rate not in correlation:
-            correlation[h.rate] = np.exp(-h.rate * distance)
-        return h.residual ** 2 * correlation[h.rate]
+        if (h.rate, h.mix) not in correlations:
+            correlations[(h.rate, h.mix)] = correlation(h, onehot, onehot, structure)
+        return h.residual ** 2 * correlations[(h.rate, h.mix)]
 
     def kernel(h: Hyper) -> np.ndarray:
         return fixed + (h.op * base) ** 2 * (gram["op"] + h.ratio ** 2 * gram["out"]) \
@@ -170,8 +183,8 @@ def fit(x: np.ndarray, onehot: np.ndarray, y: np.ndarray, structure: Structure, 
                 around.append(key)
             if len(around) == _RESIDUAL_AROUND:
                 break
-        more = [Hyper(*key, sn, sr, rate) for key in around for sr in _RESIDUAL_SCALES
-                for rate in _RESIDUAL_RATES for sn in _NOISE_SCALES]
+        more = [Hyper(*key, sn, sr, rate, mix) for key in around for sr in _RESIDUAL_SCALES
+                for rate in _RESIDUAL_RATES for mix in (False, True) for sn in _NOISE_SCALES]
         extra_h, extra_s = log_evidence(more)
         return hypers + extra_h, np.concatenate([scores, extra_s])
 
@@ -255,7 +268,7 @@ def fit(x: np.ndarray, onehot: np.ndarray, y: np.ndarray, structure: Structure, 
     # Leave-one-out errors of the likeliest model: how far off a prediction for a configuration
     # not in the data is, residual and model error together.
     loo_rms = float(np.sqrt(np.mean(leave_one_out(best)[0] ** 2)))
-    residual = Residual(onehot, structure.n_decisions, y_std, parts) if parts else None
+    residual = Residual(onehot, structure, y_std, parts) if parts else None
     post = _to_raw(mean, samples, noise, best, y_mean, y_std, loo_rms)
     post.residual = residual
     post.kept = tuple(grid[g] for g in keep_list)
