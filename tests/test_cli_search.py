@@ -117,7 +117,7 @@ def test_a_plugin_returning_a_non_number_fails_its_trials_with_the_reason(cli, t
     (("search", "mlp6", "--trials", "1", "--storage", "postgresql://nobody@127.0.0.1:1/none"), "cannot be opened"),
     (("search", "mlp6", "--trials", "1", "--storage", "bogus"), "is not a URL"),
     (("search", "mlp6"), "the search has no budget"),
-    (("search", "mlp6", "--trials", "1", "--target-hv", "0.99"), "--target-hv needs a model of the front"),
+    (("search", "mlp6", "--trials", "1", "--target-hv", "0.99", "--sampler", "tpe"), "--target-hv needs a model of the front"),
     (("resume", "nothere", "--trials", "1"), "no study 'nothere'"),
     (("search", "mlp6", "--trials", "1", "--device", "a100", "--formats", "fp16,fp8"), "fp8_e4m3 cannot run on sm_80"),
 ])
