@@ -35,9 +35,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "constraints": None,  # ["latency<=3.0", ...]; None: the study's stored constraints
     "infeasible_prior": DEFAULT_PRIOR,  # prior probability that a layer cannot run in a format
 }
-_FULL_SEARCH_EVERY_UP_TO = 16  # measurements; beyond, the full hyperparameter search runs at ×1.5 steps
-_FULL_SEARCH_GROWTH = 1.5
-_FULL_SEARCH_LAST = 54  # and not beyond: its ~1,000 factorisations cost seconds at hundreds of measurements
+_FULL_SEARCH_EVERY_UP_TO = 16  # measurements; beyond, the full hyperparameter search runs at ×1.2 steps
+_FULL_SEARCH_GROWTH = 1.2
+_FULL_SEARCH_LAST = 64  # and not beyond: its ~1,000 factorisations cost seconds at hundreds of measurements
 
 
 def full_search_points(n: int) -> int:
@@ -145,8 +145,8 @@ class LayerwiseSampler(_optuna_samplers.BaseSampler):
 
     def fit(self, obs: Observations, rng: np.random.Generator, n_samples: int) -> list[Posterior]:
         """One posterior per modelled objective. The full hyperparameter search runs at anchor counts
-        of measurements (every count up to 16, then 24, 36 and 54), on the first measurements up to
-        the anchor; other fits re-weight only the grid points kept there. So a proposal costs a few
+        of measurements (every count up to 16, then 20, 24, 29, 35, 42, 51 and 62), on the first
+        measurements up to the anchor; other fits re-weight only the grid points kept there. So a proposal costs a few
         factorisations, and depends only on the study's contents (never on this instance's past)."""
         st = self._structure
         n = len(obs.codes)
