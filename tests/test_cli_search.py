@@ -23,7 +23,7 @@ def test_search_stores_a_study_with_its_spec_and_prints_the_front(cli, tmp_path)
     spec = read_spec(study)
     assert spec.menu == ["fp16", "fp8_e4m3", "int8"]
     assert [o["name"] for o in spec.objectives] == ["latency", "capacity"]
-    assert spec.sampler["name"] == "tpe" and spec.sampler["seed"] == 3 and spec.sampler["multivariate"] is True
+    assert spec.sampler["name"] == "layerwise" and spec.sampler["seed"] == 3  # the default
     assert study.metric_names == ["latency", "capacity"]
     assert all(t.user_attrs["latency_source"] == "model" for t in measured)
 
@@ -117,7 +117,7 @@ def test_a_plugin_returning_a_non_number_fails_its_trials_with_the_reason(cli, t
     (("search", "mlp6", "--trials", "1", "--storage", "postgresql://nobody@127.0.0.1:1/none"), "cannot be opened"),
     (("search", "mlp6", "--trials", "1", "--storage", "bogus"), "is not a URL"),
     (("search", "mlp6"), "the search has no budget"),
-    (("search", "mlp6", "--trials", "1", "--target-hv", "0.99"), "--target-hv needs a model of the front"),
+    (("search", "mlp6", "--trials", "1", "--target-hv", "0.99", "--sampler", "tpe"), "--target-hv needs a model of the front"),
     (("resume", "nothere", "--trials", "1"), "no study 'nothere'"),
     (("search", "mlp6", "--trials", "1", "--device", "a100", "--formats", "fp16,fp8"), "fp8_e4m3 cannot run on sm_80"),
 ])

@@ -11,7 +11,10 @@ import pytest
 
 from mpsearch.errors import InvalidSpecError
 from mpsearch.network import Layer, Network, preset
-from mpsearch.search.layerwise import LayerwiseSampler, _fit_blr, _Structure, pareto_dp
+from mpsearch.search.layerwise import LayerwiseSampler
+from mpsearch.search.layerwise.features import Structure
+from mpsearch.search.layerwise.model import fit
+from mpsearch.search.layerwise.pareto import pareto_dp
 from mpsearch.space import SearchSpace, capacity
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -66,13 +69,13 @@ def _sampler(space: SearchSpace, seed: int | None = 0, **settings) -> LayerwiseS
 def test_model_recovers_an_additive_function_exactly(chained):
     space = SearchSpace(_net(4, chained), MENU)
     latency = _additive_latency(space)
-    st = _Structure(space)
+    st = Structure(space)
     index = {f: i for i, f in enumerate(MENU)}
     all_codes = np.array([[index[f] for f in c.formats] for c in space.all_configs()])
     truth = np.array([latency(c) for c in space.all_configs()])
     rng = np.random.default_rng(1)
     train = rng.choice(len(all_codes), 60, replace=False)
-    post = _fit_blr(st.design(all_codes[train]), truth[train], st, 4, rng, None)
+    post = fit(st.design(all_codes[train]), st.onehot(all_codes[train]), truth[train], st, 4, rng, None)
     predicted = st.predict(all_codes, post.mean[None, :])[0]
     # Every one of the 81 configurations, 21 of them never seen, to within 0.1 %.
     np.testing.assert_allclose(predicted, truth, rtol=1e-3)
@@ -87,7 +90,8 @@ def test_pareto_dp_returns_exactly_the_brute_force_front(n_obj):
     d, f = 5, 3
     unary = rng.uniform(0, 1, (d, f, n_obj))
     pair = rng.uniform(0, 0.3, (d - 1, f, f, n_obj))
-    codes, vals = pareto_dp(unary, pair)
+    codes, vals, thinned = pareto_dp(unary, pair)
+    assert not thinned
     every = np.array(list(itertools.product(range(f), repeat=d)))
     totals = unary[np.arange(d), every].sum(axis=1) + sum(pair[i, every[:, i], every[:, i + 1]] for i in range(d - 1))
     front = {tuple(r) for r in every[moocore.is_nondominated(totals)]}
@@ -234,7 +238,7 @@ def test_the_model_proposes_from_the_first_trial_without_a_startup_design():
 
 def test_a_transformer_block_shares_weights_between_layers_of_one_shape():
     space = SearchSpace(preset("llama8b-10blocks-prefill"), MENU)
-    st = _Structure(space)
+    st = Structure(space)
     # 4 GEMM shapes (q/o, k/v, gate/up, down) and 2 conversion shapes (k = 4096, 14336): 18 op weights
     # for 70 layers, where per-layer terms would need 210.
     lo, hi = st.offsets["op"]

@@ -97,10 +97,10 @@ class OpSum:
     def true_front(self) -> tuple[np.ndarray, np.ndarray]:
         """(the exact front (K, 2) as (latency, capacity), the space's (best, worst) box (2, 2)),
         by a Pareto DP over layers (capacity negated so both are minimised) with no thinning."""
-        from mpsearch.search.layerwise import pareto_dp
+        from mpsearch.search.layerwise.pareto import pareto_dp
 
         lat, cap = self.layer_costs(), self.capacity_terms()
-        _, vals = pareto_dp(np.stack([lat, -cap], axis=2), None, max_front=10**9)
+        vals = pareto_dp(np.stack([lat, -cap], axis=2), None, max_front=10**9)[1]
         front = np.column_stack([vals[:, 0], -vals[:, 1]])
         box = np.array([[lat.min(1).sum(), cap.min(1).sum()], [lat.max(1).sum(), cap.max(1).sum()]])
         return front, box
@@ -135,9 +135,9 @@ def additive_ceiling(gt: EndToEnd, reference, directions) -> tuple[float, float]
     import moocore
 
     from mpsearch.search.hypervolume import hypervolume
-    from mpsearch.search.layerwise import _Structure
+    from mpsearch.search.layerwise.features import Structure
 
-    st = _Structure(gt.space)
+    st = Structure(gt.space)
     index = {f: i for i, f in enumerate(gt.space.menu)}
     configs = list(gt.space.all_configs())
     codes = np.array([[index[c[layers[0]]] for _, layers in gt.space.decisions] for c in configs])

@@ -85,8 +85,12 @@ def register(sub: Any) -> None:
     p.add_argument("network", help="preset (mlp6, mlp6-decode, llama8b-block-prefill, ...) or TOML file")
     p.add_argument("--study-name", help="default: the network's name")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default: %(default)s")
+    p.add_argument("--sampler", choices=SAMPLERS,
+                   help="default: layerwise (tpe for a single objective, which layerwise does not take)")
     p.add_argument("--seed", type=int, help="sampler seed (reproducible proposals)")
+    p.add_argument("--constraint", action="append", metavar="OBJECTIVE<=BOUND",
+                   help="repeatable: a bound the chosen configuration must meet, e.g. 'latency<=3.0' or "
+                        "'capacity>=600000'; the search then looks for the best configuration that meets it")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="measure with N worker processes sharing the study: one per visible GPU for the cutlass "
                         "backend, N processes for the others; --trials is then the study's total. 0 creates the "
@@ -194,6 +198,11 @@ def _print_outcome(study: Any, outcome: Any, storage_url: str) -> bool:
     print(f"\nstopped: {outcome.stop_reason}")
     print(f"measured {outcome.measured} configurations ({outcome.failed} failed, {outcome.infeasible} infeasible); "
           f"{outcome.repeats} repeated proposals answered from earlier measurements")
+    from mpsearch.search.constraints import best_feasible_text
+
+    best = best_feasible_text(study)  # under --constraint: the configuration the search was for
+    if best:
+        print(best)
     front = pareto_frame(study)
     if front.empty:
         print(no_front_message(study), file=sys.stderr)
@@ -253,7 +262,8 @@ def _run_and_report(args: argparse.Namespace, study: Any, setup: Setup, budget: 
 
 def run_search_command(args: argparse.Namespace) -> int:
     from mpsearch.cli.worker import run_local_workers
-    from mpsearch.search.samplers import build_sampler
+    from mpsearch.search.constraints import constraints_extra
+    from mpsearch.search.samplers import build_sampler, default_sampler
     from mpsearch.search.storage import check_parallel, default_journal_url, default_storage_url, open_storage
     from mpsearch.search.study import create_study, new_spec
     from mpsearch.validation import check_seed, check_study_name
@@ -268,9 +278,10 @@ def run_search_command(args: argparse.Namespace) -> int:
         raise InvalidSpecError(f"--patience and --target-hv stop one search loop and cannot be shared by --workers "
                                f"{args.workers}: give --trials N and/or --timeout SECONDS")
     budget = _budget(args)
+    setup = Setup(args, args.network, args.backend, args.formats, args.objective or DEFAULT_OBJECTIVES)
+    args.sampler = args.sampler or default_sampler(len(setup.objectives))
     if args.target_hv is not None and args.sampler != "layerwise":
         raise InvalidSpecError(f"--target-hv needs a model of the front: use it with --sampler layerwise, not {args.sampler}")
-    setup = Setup(args, args.network, args.backend, args.formats, args.objective or DEFAULT_OBJECTIVES)
     name = check_study_name(args.study_name) if args.study_name else check_study_name(setup.network.name, "network name")
     if args.storage is None and args.workers > 1:
         # SQLite takes one process at a time; a journal file takes several on one host.
@@ -282,6 +293,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     sampler, settings = build_sampler(args.sampler, seed=args.seed, space=setup.space,
                                       directions=setup.directions, exact=setup.exact_objectives())
     spec = new_spec(setup.network, setup.menu, setup.objectives, setup.backend, settings)
+    spec.extra.update(constraints_extra(args.constraint, [o.name for o in setup.objectives]))
     study = create_study(storage, storage_url, name, spec, sampler)
     print(f"study {name}: {setup.network.name} ({len(setup.network.layers)} layers, {len(setup.space.decisions)} decisions), "
           f"menu {','.join(setup.menu)} ({setup.space.size:,} configurations), objectives "

@@ -274,6 +274,11 @@ def compute_report(ref: StudyRef, *, exhaustive: StudyRef | None | bool = True,
     if derived:
         notes.append(f"no reference point is stored with the study; derived {[float(f'{v:.6g}') for v in point]} from its "
                      f"{int((trials['state'] == 'COMPLETE').sum())} complete trials (not stored: a report never writes into a study)")
+    from mpsearch.search.constraints import best_feasible_text
+
+    best = best_feasible_text(study)  # a study searched under --constraint: the decision it was for
+    if best:
+        notes.append(best)
     report = StudyReport(ref, spec, objectives, directions, layers, trials, front, point, derived, hv, notes=notes)
 
     if isinstance(exhaustive, StudyRef):

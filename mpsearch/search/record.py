@@ -17,6 +17,8 @@
       :mod:`mpsearch.search.workers`.
 - ``study.user_attrs["mpsearch_creating"]``: written first when a study is created (who creates it);
   the study is complete once its spec is stored (:mod:`mpsearch.search.study`).
+- ``trial.constraints``: ``unsupported`` (> 0: the backend cannot run the configuration) and one per
+  bound the study was given (:mod:`mpsearch.search.constraints`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ FAIL_ATTR = "fail_reason"
 DEVICE_ATTR = "device"
 WORKER_ATTR = "worker"
 STOP_ATTR = "stop_reason"  # study attr: why the last search stopped
+# Trial constraint (Optuna's: feasible when <= 0) set on every finished trial; > 0 for a
+# configuration the backend can never run, told as complete so samplers learn to avoid it.
+INFEASIBLE_CONSTRAINT = "unsupported"
 
 
 @dataclass

@@ -23,14 +23,15 @@ from typing import Any, Callable, Sequence
 
 from mpsearch.errors import MpsearchError, UnsupportedConfigError
 from mpsearch.objectives import Objective, check_objective_value
-from mpsearch.search.record import CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, REPEAT_ATTR, STOP_ATTR
+from mpsearch.search.constraints import set_trial_constraints, stored_constraints
+from mpsearch.search.record import CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, INFEASIBLE_CONSTRAINT, REPEAT_ATTR, STOP_ATTR
 from mpsearch.search.study import store_reference_point
 from mpsearch.search.workers import COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator
 from mpsearch.space import SearchSpace
 
 MAX_REPEATS_IN_A_ROW = 200
 MAX_FAILURES_IN_A_ROW = 10
-INFEASIBLE = "unsupported"  # constraint name for configurations the backend can never run
+INFEASIBLE = INFEASIBLE_CONSTRAINT
 
 
 @dataclass
@@ -109,6 +110,7 @@ def run_search(
 
     coord = coordinator or Coordinator()
     network = space.network
+    bounds, names = stored_constraints(study), [o.name for o in objectives]
     outcome = SearchOutcome()
     # Trials a killed earlier run (or a dead worker) left RUNNING: failed, and queued again.
     for gone in coord.sweep(study, force=True):
@@ -196,8 +198,8 @@ def run_search(
                 prior = known.get(config.key)
                 if prior is not None:
                     trial.set_user_attr(REPEAT_ATTR, prior.number)
-                    if INFEASIBLE in (prior.constraints or {}):
-                        trial.set_constraint(INFEASIBLE, prior.constraints[INFEASIBLE])
+                    for name, value in (prior.constraints or {}).items():
+                        trial.set_constraint(name, value)
                     tell(trial, prior.values)
                     outcome.repeats += 1
                     repeats_in_a_row += 1
@@ -234,6 +236,7 @@ def run_search(
                     # with pessimistic values so samplers learn to avoid it (they ignore FAILED trials).
                     trial.set_user_attr(FAIL_ATTR, str(err))
                     trial.set_constraint(INFEASIBLE, 1.0)
+                    set_trial_constraints(trial, bounds, names, None)
                     worst = [float("1e30") if o.direction == "minimize" else float("-1e30") for o in objectives]
                     finished = tell(trial, worst)
                     if finished is not None:
@@ -260,6 +263,7 @@ def run_search(
                     continue
                 failures_in_a_row = 0
                 trial.set_constraint(INFEASIBLE, 0.0)
+                set_trial_constraints(trial, bounds, names, values)
                 finished = tell(trial, values)
                 if finished is None:
                     continue

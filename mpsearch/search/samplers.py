@@ -26,6 +26,13 @@ from mpsearch.space import Config, SearchSpace
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "layerwise")
 
 
+def default_sampler(n_objectives: int) -> str:
+    """The sampler a new study gets when none is named: layerwise, which needs the fewest
+    measurements in every benchmark (``benchmarks/results/search_quality_*``); it models a front, so a
+    single-objective study gets TPE."""
+    return "layerwise" if n_objectives >= 2 else "tpe"
+
+
 def build_sampler(
     name: str,
     *,
