@@ -91,7 +91,7 @@ _DEFAULT_MENUS = {
 
 # The reduction dimension K a GEMM in a format must be a multiple of (A and B rows run along K).
 # int4 operands are packed two per byte and its only kernels (the sm_80 int4 ones, also run emulated
-# on sm_90) load 32 elements at a time (GPU.md: alignment 32/32/8); fp8 kernels exist only as
+# on sm_90) load 32 elements at a time (CUTLASS's sm_80 int4 kernels: alignment 32/32/8); fp8 kernels exist only as
 # sm_89/sm_90 TMA kernels, whose rows must be 16-byte aligned. fp16, bf16 and int8 have kernels of
 # smaller alignment (slower, but they run), so no K is impossible for them.
 MIN_K_MULTIPLE = {"int4": 32, "fp8_e4m3": 16}

@@ -1,10 +1,10 @@
 """Write a SYNTHETIC recording (networks.csv + ops.csv in the studies/data/<device>/ format) for
 developing the search-quality benchmark before the real H100 recording exists.
 
-Nothing here is a measurement. Per-op costs are built from GPU.md's CUTLASS per-layer timings of the
-seed network on an H100 (scaled by FLOPs for other shapes), an epilogue cost for the output format,
+Nothing here is a measurement. Per-op costs are built from CUTLASS per-layer timings of the
+seed network measured on an H100 before the recording (2026-11-26, below) (scaled by FLOPs for other shapes), an epilogue cost for the output format,
 and each network's end-to-end latency is the sum of its ops times a deterministic non-additive factor
-in [1 - noise, 1 + noise], noise 0.05 by default (GPU.md measured sum-of-layers vs whole-network ratios of 0.95-1.16). Results made
+in [1 - noise, 1 + noise], noise 0.05 by default (sum-of-layers vs whole-network ratios of 0.95-1.16 were measured on that H100). Results made
 from it must be labelled synthetic and are never committed as results.
 
     python benchmarks/search_quality/synthetic.py OUT_DIR
@@ -24,14 +24,14 @@ from mpsearch.formats import get_format
 from mpsearch.network import preset
 from mpsearch.space import SearchSpace
 
-# GPU.md, "Latency of the seed network", CUTLASS rows (ms), layers fc1..fc6 of mlp6 (m=2048).
+# CUTLASS per-layer latencies (ms) measured on an H100, 2026-11-26, layers fc1..fc6 of mlp6 (m=2048).
 _MLP6_MS = {
     "fp16": (3.224, 0.898, 0.302, 0.110, 0.051, 0.401),
     "int8": (2.171, 0.598, 0.183, 0.072, 0.038, 0.273),
     "fp8_e4m3": (1.839, 0.473, 0.136, 0.050, 0.031, 0.201),
     "int4": (57.3, 14.5, 3.62, 0.94, 0.48, 3.74),
 }
-_HBM_BYTES_PER_S = 3.0e12  # GPU.md: measured device-to-device copy
+_HBM_BYTES_PER_S = 3.0e12  # measured device-to-device copy on that H100
 _LAUNCH_MS = 0.004
 _MENUS = (("fp16", "fp8_e4m3", "int8"), ("fp16", "int8", "int4"))
 

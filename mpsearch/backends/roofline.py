@@ -7,7 +7,7 @@ Per op of :meth:`Network.ops` (a GEMM, or a conversion of an fp16 activation)::
 A GEMM moves A (m×k) and B (k×n) in its input format and writes D (m×n) in its output format, each
 once; a conversion reads m×k fp16 and writes m×k in the target format, and does no tensor-core work.
 This is a lower bound on what the hardware can do, not a prediction of what a kernel achieves:
-the fp16 layers of mlp6 measured on an H100 (/work/shared/GPU.md) took 1.3-3.6× the modelled time
+the fp16 layers of mlp6 measured on an H100 (cuBLAS and CUTLASS, 2026-11-26) took 1.3-3.6× the modelled time
 (cuBLAS and CUTLASS; small layers fare worst). Use it to
 explore without a GPU or a recording; report its numbers as modelled, never as measured.
 
@@ -68,8 +68,8 @@ DEVICES: dict[str, DeviceSpec] = {
         ),
         # NVIDIA H100 Tensor Core GPU datasheet (H100 SXM column): FP16/BF16 tensor 1,979 TFLOPS and
         # FP8 / INT8 3,958 with sparsity, i.e. 989.4 and 1,979 dense; HBM3 3.35 TB/s. Hopper has no
-        # int4 tensor cores: the sm_80 int4 kernels ran at 38 TOPS on an H100 (measured,
-        # /work/shared/GPU.md, 2026-11-26), and that is the rate used.
+        # int4 tensor cores: the sm_80 int4 kernels ran at 38 TOPS on an H100 (measured with
+        # CUTLASS's sm_80 kernels, 2026-11-26), and that is the rate used.
         DeviceSpec(
             "h100", "NVIDIA H100 80GB HBM3", 90,
             {"fp16": 989.4, "bf16": 989.4, "fp8_e4m3": 1979.0, "int8": 1979.0, "int4": 38.0},

@@ -109,7 +109,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         check_resume(stored, requested, args.name)
         sampler_name = stored.sampler.get("name", "tpe")
         base_seed = stored.sampler.get("seed")
-        # Each worker its own seed, base + index (OPTUNA.md: identical seeds propose identical
+        # Each worker its own seed, base + index (identical seeds make samplers propose identical
         # batches); a worker index started again gets a new one, so it does not replay its proposals.
         earlier = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(WORKER_INDEX_ATTR) == args.worker_index)
         seed = offset_seed(base_seed, args.worker_index + 1000 * earlier)

@@ -6,7 +6,8 @@ sampler from the stored name and settings. On resume the seed is offset by the n
 already in the study, so a seeded random sampler does not replay its first proposals.
 
 - ``tpe``: TPESampler(multivariate=True, constant_liar=True): few repeats on categorical spaces and
-  no duplicate proposals between parallel workers (OPTUNA.md).
+  no duplicate proposals between parallel workers (independent TPE repeats configurations on categorical
+  spaces and proposes the same one to workers asking at once).
 - ``nsga2``: NSGAIISampler with a population of 20 (the default 50 spends a 60-trial budget
   almost entirely on its random first generation).
 - ``random``: RandomSampler.
