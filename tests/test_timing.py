@@ -357,3 +357,30 @@ def test_resuming_with_another_regime_or_gpu_library_is_refused_naming_it():
     assert diffs == ["timing regime: stored sustained, requested burst"]
     diffs = spec_differences(_spec(sustained), _spec({**sustained, "backend": "torch"}))
     assert diffs == ["latency source: stored measured (cutlass), requested measured (torch)"]
+
+
+class HoldingGpu(FakeGpu):
+    """A fake GPU that records what the protocol leaves queued after a measurement."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.holds: list[tuple[float, float]] = []
+
+    def hold(self, launch, seconds):
+        self.holds.append((launch.ms, seconds))
+
+
+def test_a_sustained_measurement_leaves_the_gpu_loaded_for_the_host_gap_and_a_burst_one_does_not():
+    gpu = HoldingGpu()
+    _measure(gpu, ms=3.0)
+    assert gpu.holds == [(3.0, TimingProtocol().keep_warm_s)]
+    _measure(gpu, ms=3.0, protocol=TimingProtocol(regime="burst"))
+    _measure(gpu, ms=3.0, protocol=TimingProtocol(keep_warm_s=0))
+    assert len(gpu.holds) == 1
+
+
+def test_an_interleaved_comparison_leaves_the_fastest_candidate_running():
+    gpu = HoldingGpu()
+    timing.measure_interleaved({"slow": Work(5.0, "slow"), "fast": Work(2.0, "fast")}, NO_MIN_TIME, gpu,
+                               FakeTelemetry(gpu), now=gpu.now)
+    assert [ms for ms, _ in gpu.holds] == [2.0]

@@ -8,6 +8,8 @@ carried to the GPU host (a warm run there compiles nothing). Groups, in the orde
   cuBLAS (fp16->fp16, bf16->bf16, fp8->fp16 with fast accumulation, int8->fp16, int8->int8); the cooperative
   stage-1 designs of fp8 without fast accumulation;
 - ``menu``: the stage-1 designs of every other pair of the default Hopper menu (fp16, fp8, int8);
+- ``default``: the stage-1 designs of every pair of the default menu: what a first run of
+  ``mpsearch search mlp6 --backend cutlass`` compiles before it tunes (its cold compile, stage 1);
 - ``bf16`` / ``int4``: the pairs that involve bf16 or int4 (sm_80 kernels), for per-op recordings.
 
     python benchmarks/kernels/build_cache.py --cache-dir .kcache --groups sweep,menu --jobs 2
@@ -41,6 +43,10 @@ def group_specs(cutlass, group: str) -> list[catalog.KernelSpec]:
             for out_fmt in MENU:
                 if (in_fmt, out_fmt) not in BENCH_PAIRS:
                     specs += catalog.candidate_specs(cutlass, in_fmt, out_fmt, ARCH)
+    elif group == "default":
+        for in_fmt in MENU:
+            for out_fmt in MENU:
+                specs += catalog.candidate_specs(cutlass, in_fmt, out_fmt, ARCH)
     elif group == "bf16":
         for other in MENU:
             specs += catalog.candidate_specs(cutlass, "bf16", other, ARCH)
@@ -49,7 +55,7 @@ def group_specs(cutlass, group: str) -> list[catalog.KernelSpec]:
         for out_fmt in ("fp16", "bf16", "int8"):
             specs += catalog.candidate_specs(cutlass, "int4", out_fmt, ARCH, limit=4)
     else:
-        raise SystemExit(f"unknown group {group!r}: use sweep, menu, bf16, int4")
+        raise SystemExit(f"unknown group {group!r}: use sweep, menu, default, bf16, int4")
     return specs
 
 

@@ -18,7 +18,9 @@ Regimes:
   the clocks, the averaged power must have reached ``power_fraction`` of the limit; while it does
   not, the steady state must have lasted ``uncapped_hold_s`` (a light workload that never reaches
   the cap is steady after that). Under the cap the controller keeps moving the clock, so sampling
-  lasts at least ``min_sample_s`` to average over it.
+  lasts at least ``min_sample_s`` to average over it. After a sustained measurement the GPU is
+  left running the same work for about as long as the host usually takes before the next one
+  (at most ``keep_warm_s``), so the next warm-up starts at the cap instead of climbing back to it.
 - ``burst`` (short requests on an idle GPU): let the GPU idle for ``cool_s``, then sample back to
   back for at most ``burst_window_s`` (the time the GPU takes to reach its cap), but at least
   ``min_samples``.
@@ -80,6 +82,7 @@ class TimingProtocol:
     cool_s: float = 1.0
     burst_window_s: float = 0.08
     batch_ms: float = 5.0
+    keep_warm_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.regime not in REGIMES:
@@ -89,7 +92,7 @@ class TimingProtocol:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InvalidSpecError(f"timing protocol: {name} must be a number > 0, got {value!r}")
-        for name in ("min_sample_s", "warmup_min_s", "uncapped_hold_s", "cool_s"):
+        for name in ("min_sample_s", "warmup_min_s", "uncapped_hold_s", "cool_s", "keep_warm_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise InvalidSpecError(f"timing protocol: {name} must be a number >= 0, got {value!r}")
@@ -171,6 +174,10 @@ class GpuTimer(Protocol):
 
     def idle(self, seconds: float) -> None:
         """Wait for queued work, then leave the GPU idle for ``seconds``."""
+
+    def hold(self, launch: Callable[[], None], seconds: float) -> None:
+        """Queue up to ``seconds`` of ``launch`` without waiting for it, so the GPU stays under the
+        same load while the host does other work between measurements (optional for a timer)."""
 
 
 @dataclass
@@ -254,7 +261,18 @@ def measure(launch: Callable[[], None], protocol: TimingProtocol, timer: GpuTime
         if row:
             rows.append(row)
         stop = _stop_reason(samples, protocol, t - start)
-    return Measurement(samples, protocol.regime, stop, warmup, rows, _absent(telemetry), now() - t0)
+    seconds = now() - t0
+    _keep_warm(timer, launch, protocol)
+    return Measurement(samples, protocol.regime, stop, warmup, rows, _absent(telemetry), seconds)
+
+
+def _keep_warm(timer: GpuTimer, launch: Callable[[], None], protocol: TimingProtocol) -> None:
+    """Sustained: leave the GPU loaded after a measurement. Between two measurements the host stores
+    results and chooses the next configuration; an idle GPU's averaged power sags meanwhile and the
+    next warm-up has to wait for it to climb back to the cap."""
+    hold = getattr(timer, "hold", None)
+    if protocol.regime == SUSTAINED and protocol.keep_warm_s > 0 and hold is not None:
+        hold(launch, protocol.keep_warm_s)
 
 
 def _stop_reason(samples: list[float], protocol: TimingProtocol, elapsed: float) -> str:
@@ -385,6 +403,7 @@ def measure_interleaved(launches: Mapping[str, Callable[[], None]], protocol: Ti
     for name in active:
         stops[name] = stop
     seconds = now() - t0
+    _keep_warm(timer, launches[min(active, key=lambda n: statistics.median(samples[n]))], protocol)
     return {name: Measurement(samples[name], protocol.regime, stops[name], warmup, rows, _absent(telemetry), seconds,
                               eliminated=stops[name] == ELIMINATED)
             for name in names}
@@ -407,9 +426,17 @@ class CudaEventTimer:
         self._torch = torch
         self._flush = torch.empty(flush_bytes, dtype=torch.int8, device="cuda")
         self._enqueue_s = 100e-6  # running estimate of the host time to enqueue one sample
+        self._last_ms = 1.0  # the latest batch's median sample
+        # How long the host leaves the GPU between measurements (a running estimate): what a hold
+        # covers. Longer holds would only delay the next measurement, which waits for queued work.
+        self._gap_s = 0.1
+        self._held_at: float | None = None
 
     def run_batch(self, launch: Callable[[], None], n: int, what: str) -> list[float]:
         torch = self._torch
+        if self._held_at is not None:
+            self._gap_s = 0.7 * self._gap_s + 0.3 * (time.perf_counter() - self._held_at)
+            self._held_at = None
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         for i in range(n):
@@ -423,11 +450,23 @@ class CudaEventTimer:
             ends[i].record()
             self._enqueue_s = 0.8 * self._enqueue_s + 0.2 * (time.perf_counter() - tic)
         wait_for_gpu(what)
-        return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+        out = [s.elapsed_time(e) for s, e in zip(starts, ends)]
+        self._last_ms = sorted(out)[len(out) // 2]
+        return out
 
     def idle(self, seconds: float) -> None:
+        self._held_at = None
         wait_for_gpu("the work queued before idling")
         time.sleep(seconds)
+
+    def hold(self, launch: Callable[[], None], seconds: float) -> None:
+        span = min(seconds, 1.25 * self._gap_s)
+        # The flush is part of what was measured (and of the power drawn), so it is held too.
+        per_ms = self._last_ms + 0.1
+        for _ in range(min(500, int(span * 1000 / per_ms))):
+            self._flush.zero_()
+            launch()
+        self._held_at = time.perf_counter()
 
 
 def wait_for_gpu(what: str, timeout_s: float = HANG_SECONDS) -> None:
