@@ -489,3 +489,16 @@ def test_heavy_shapes_are_the_fewest_largest_layers_carrying_the_share():
     mlp6 = preset("mlp6")
     assert heavy_shapes(mlp6, 0.7) == {(2048, 16384, 32768)}  # fc1 alone is 72% of the multiply-adds
     assert heavy_shapes(mlp6, 0.8) == {(2048, 16384, 32768), (2048, 8192, 16384)}
+
+
+def test_only_stage1_winners_get_their_neighbours_compiled_so_a_warm_run_compiles_nothing():
+    from mpsearch.backends.cutlass.backend import local_search_kernels
+
+    def neighbours(record):
+        return [f"{record['tile']}+{step}" for step in ("stages", "cluster")]
+
+    fresh = {"tile": "A", "stage": 1}
+    warm = {"tile": "A+stages", "stage": 2}  # stage 2 already ran and kept a neighbour
+    assert local_search_kernels([fresh], neighbours) == ["A+stages", "A+cluster"]
+    assert local_search_kernels([warm], neighbours) == []
+    assert local_search_kernels([fresh, dict(fresh)], neighbours) == ["A+stages", "A+cluster"]

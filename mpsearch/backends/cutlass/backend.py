@@ -177,8 +177,8 @@ class CutlassBackend(GpuBackend):
             except UnsupportedConfigError:
                 continue
             self.tune(op, local_search=False)
-        wanted = [spec for op in heavy if op_key(op) in self._tuned for spec in self._stage2_specs(self._tuned[op_key(op)])]
-        self._ensure_kernels(list(dict.fromkeys(wanted)))
+        records = [self._tuned[op_key(op)] for op in heavy if op_key(op) in self._tuned]
+        self._ensure_kernels(local_search_kernels(records, self._stage2_specs))
         for op in heavy:
             if op_key(op) in self._tuned:
                 self.tune(op)
@@ -368,6 +368,14 @@ class CutlassBackend(GpuBackend):
         tmp = self._pool.empty(role + ".tmp", record["kernel_out"], op.m, op.n)
         conv, _ = convert.make_converter(tmp, out, op.out_fmt, 1.0)
         return [self._kernels[spec.key].launcher(a, w, tmp, op.m, op.n, op.k, alpha, schedule), conv]
+
+
+def local_search_kernels(records: list[dict[str, Any]], stage2_specs: Callable[[dict[str, Any]], list[Any]]) -> list[Any]:
+    """The kernels stage 2 will time: the neighbours of every stage-1 winner, each once. A record
+    that stage 2 already chose (a warm cache) needs none: its winner may itself be a neighbour, whose
+    own neighbours stage 2 never tries, so compiling them would only cost a warm run minutes."""
+    wanted = [spec for record in records if record.get("stage") == 1 for spec in stage2_specs(record)]
+    return list(dict.fromkeys(wanted))
 
 
 def _designs_of(specs: list[catalog.KernelSpec]) -> list[catalog.Sm90Tile] | tuple[catalog.Sm90Tile, ...]:
