@@ -17,6 +17,7 @@ CUDA modules only when it is constructed, and plots import matplotlib/plotly onl
 from __future__ import annotations
 
 import importlib
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -24,7 +25,6 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it.
 _EXPORTS = {
     "Network": "mpsearch.network",
-    "search": "mpsearch.api",
     "resume": "mpsearch.api",
     "enumerate": "mpsearch.api",
     "load": "mpsearch.api",
@@ -33,7 +33,23 @@ _EXPORTS = {
     "MpsearchError": "mpsearch.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "search", *_EXPORTS]
+
+
+class _CallableSearchPackage(types.ModuleType):
+    """``mpsearch.search`` names the subpackage of the search machinery (``mpsearch.search.run``,
+    ...) and, called, the API's :func:`mpsearch.api.search`. Python binds a subpackage to its
+    parent's attribute when it is first imported, which would replace a plain function of that
+    name, so the subpackage itself is made callable."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from mpsearch.api import search
+
+        return search(*args, **kwargs)
+
+
+search = importlib.import_module("mpsearch.search")  # an empty package __init__: cheap
+search.__class__ = _CallableSearchPackage
 
 
 def __getattr__(name: str) -> Any:

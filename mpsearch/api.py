@@ -515,21 +515,22 @@ def _open_stored(name: str, storage: str | None) -> tuple[str, Any, Any]:
 def _setup_for_stored(stored: Any, name: str, *, network: Any, formats: Any, objectives: Any, backend: str | None,
                       device: str | None, data: str | None, cache_dir: str | None, timing: str | None,
                       how_to_pass: str) -> Setup:
-    from mpsearch.search.study import check_resume, new_spec
-
+    """The setup that continues stored study ``name`` (stored values for all that is not given);
+    not yet compared with the stored one (:func:`_check_same_setup`)."""
     backend_name = backend or stored.backend.get("backend", "auto")
     if device is None:
         device = _stored_device(stored, backend_name)
     specs = _objectives_for_resume(stored, objectives, name, how_to_pass)
     net = network if network is not None else Network.from_dict(stored.network, source=f"study {name}")
-    setup = build_setup(net, backend=backend_name, device=device, data=data, cache_dir=cache_dir, timing=timing,
-                        formats=formats if formats is not None else list(stored.menu), objectives=specs)
-    try:
-        check_resume(stored, new_spec(setup.network, setup.menu, setup.objectives, setup.backend, stored.sampler), name)
-    except BaseException:
-        setup.close()
-        raise
-    return setup
+    return build_setup(net, backend=backend_name, device=device, data=data, cache_dir=cache_dir, timing=timing,
+                       formats=formats if formats is not None else list(stored.menu), objectives=specs)
+
+
+def _check_same_setup(stored: Any, setup: Setup, name: str) -> None:
+    """StudyMismatchError naming every difference between the stored study and ``setup``."""
+    from mpsearch.search.study import check_resume, new_spec
+
+    check_resume(stored, new_spec(setup.network, setup.menu, setup.objectives, setup.backend, stored.sampler), name)
 
 
 def resume(name: str, *, storage: str | None = None, trials: int | None = None, timeout: float | None = None,
@@ -553,6 +554,7 @@ def resume(name: str, *, storage: str | None = None, trials: int | None = None, 
                               device=device, data=data, cache_dir=cache_dir, timing=timing,
                               how_to_pass=_callables_hint(stored, name, from_command_line))
     try:
+        _check_same_setup(stored, setup, name)
         log(f"backend: {setup.reason}")
         sampler_name = stored.sampler.get("name", "tpe")
         if target_hv is not None and sampler_name != "layerwise":
@@ -668,6 +670,7 @@ def run_worker(name: str, storage: str, *, worker_index: int = 0, trials: int | 
                 f"worker refused: study {name!r} is measured on {stored.device}, but this worker's backend "
                 f"{setup.backend.capabilities.name} gives {here} ({gpu_identity()}); start workers for this study on "
                 f"{stored.device} GPUs only, or start a separate study for {here}")
+        _check_same_setup(stored, setup, name)
         sampler_name = stored.sampler.get("name", "tpe")
         # Each worker its own seed, base + index (identical seeds make samplers propose identical
         # batches); a worker index started again gets a new one, so it does not replay its proposals.
