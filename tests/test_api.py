@@ -226,3 +226,20 @@ def test_the_cycle_check_sees_a_circle_through_function_level_imports():
     imports = _module_imports()
     assert "mpsearch.api" in imports["mpsearch.cli.search"]
     assert "mpsearch.objectives.sqnr" in imports["mpsearch.objectives"]  # imported inside parse_objective
+
+
+def test_the_python_api_example_searches_resumes_and_reports(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "python_api.py"), str(out)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    assert "searched: 12 configurations measured" in r.stdout
+    assert "resumed: " in r.stdout and "trial budget reached (8 measurements)" in r.stdout
+    study = optuna.load_study(study_name="mlp6", storage=f"sqlite:///{out}/mlp6.db")
+    measured = [t for t in study.trials if "repeat_of" not in t.user_attrs]
+    assert len(measured) == 20
+    assert (out / "reports" / "mlp6" / "front.csv").is_file() and (out / "reports" / "mlp6" / "pareto.png").is_file()
