@@ -542,7 +542,8 @@ def resume(name: str, *, storage: str | None = None, trials: int | None = None, 
     """Continue study ``name`` with its stored network, menu, objectives, backend, device and
     sampler. Anything given that differs from what is stored is refused
     (:class:`~mpsearch.errors.StudyMismatchError`, each difference named). Objectives that are
-    import paths or Python callables must be given again (a study stores no code)."""
+    import paths or Python callables must be given again (a study stores no code).
+    ``from_command_line`` words that refusal for the ``mpsearch`` command, which cannot pass functions."""
     from mpsearch.search.samplers import build_sampler
     from mpsearch.validation import offset_seed
 
