@@ -23,7 +23,7 @@ from mpsearch.errors import InvalidSpecError
 
 
 def register(sub: Any) -> None:
-    from mpsearch.cli.search import _add_backend_args
+    from mpsearch.cli.args import add_backend_args
 
     p = sub.add_parser("bench", help="measure one configuration: per-layer and end-to-end latency",
                        description="Measure one configuration of a network and print per-layer and end-to-end "
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     which.add_argument("--config", help="one format per layer in layer order, e.g. fp8,fp8,fp16,int8,int8,fp8")
     which.add_argument("--config-file", help="TOML file: layer = format (and optionally default = format)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    _add_backend_args(p, default="auto")
+    add_backend_args(p, default="auto")
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import platform
 import shutil
 import subprocess
@@ -15,7 +16,12 @@ def register(sub: Any) -> None:
                        description="Print what mpsearch sees on this machine.",
                        epilog="example: mpsearch env --network llama8b-block-decode")
     p.add_argument("--network", default="mlp6", help="network to ask `auto` about (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the same as one JSON object on stdout")
     p.set_defaults(func=run)
+
+
+DISTRIBUTIONS = ("optuna", "numpy", "pandas", "moocore", "nvidia-cutlass", "cuda-python", "torch", "nvidia-ml-py",
+                 "matplotlib", "plotly")
 
 
 def _version(dist: str) -> str:
@@ -60,23 +66,42 @@ def telemetry_summary() -> str:
     return "; ".join(parts) or "NVML gave no readings"
 
 
-def run(args: argparse.Namespace) -> int:
+def environment(network_spec: str) -> dict[str, Any]:
+    """What mpsearch sees here: versions, GPU, power and clocks, and the backend ``auto`` would pick
+    for ``network_spec`` (``backend_auto``: its reason, or ``backend_auto_error`` when none works)."""
     from mpsearch import __version__
     from mpsearch.backends import make_backend
     from mpsearch.errors import MpsearchError
     from mpsearch.network import resolve_network
 
-    print(f"mpsearch {__version__}, Python {platform.python_version()} ({platform.machine()}, {platform.system()})")
-    for dist in ("optuna", "numpy", "pandas", "moocore", "nvidia-cutlass", "cuda-python", "torch", "nvidia-ml-py",
-                 "matplotlib", "plotly"):
-        print(f"  {dist:15s} {_version(dist)}")
-    print(f"GPU: {gpu_summary()}")
-    print(f"GPU power and clocks: {telemetry_summary()}")
-    network = resolve_network(args.network)
+    env: dict[str, Any] = {
+        "mpsearch": __version__, "python": platform.python_version(), "machine": platform.machine(),
+        "system": platform.system(), "packages": {dist: _version(dist) for dist in DISTRIBUTIONS},
+        "gpu": gpu_summary(), "gpu_power_and_clocks": telemetry_summary(),
+    }
+    network = resolve_network(network_spec)
+    env["network"] = network.name
     try:
         backend, reason = make_backend("auto", network)
-        print(f"backend auto for {network.name}: {reason}")
+        env["backend_auto"] = reason
         backend.close()
     except MpsearchError as err:
-        print(f"backend auto for {network.name}: none usable: {err}")
+        env["backend_auto_error"] = str(err)
+    return env
+
+
+def run(args: argparse.Namespace) -> int:
+    env = environment(args.network)
+    if args.json:
+        print(json.dumps(env, indent=1))
+        return 0
+    print(f"mpsearch {env['mpsearch']}, Python {env['python']} ({env['machine']}, {env['system']})")
+    for dist, version in env["packages"].items():
+        print(f"  {dist:15s} {version}")
+    print(f"GPU: {env['gpu']}")
+    print(f"GPU power and clocks: {env['gpu_power_and_clocks']}")
+    if "backend_auto" in env:
+        print(f"backend auto for {env['network']}: {env['backend_auto']}")
+    else:
+        print(f"backend auto for {env['network']}: none usable: {env['backend_auto_error']}")
     return 0

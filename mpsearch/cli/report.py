@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mpsearch.cli.output import human_output, print_json
+
 EPILOG = """\
 examples:
   mpsearch report mlp6-h100                       # reports/mlp6-h100/: pareto.png/.html, heat-map, CSV, JSON
   mpsearch report mlp6-tpe mlp6-nsga --out reports/samplers   # two studies, one overlaid plot
   mpsearch report mlp6-tpe --compare mlp6-a100@sqlite:///a100.db --y capacity
-  mpsearch report --list                          # the studies in studies/*.db
+  mpsearch report --list                          # the studies in studies/ (*.db and *.log)
+  mpsearch report mlp6 --json --no-files          # the summary and front as JSON on stdout
   mpsearch report NAME --storage postgresql://user@db/mpsearch --exhaustive mlp6-all
 
 Files written (in --out, default reports/NAME/): pareto.png, pareto.html (hover shows the per-layer
@@ -35,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     names = p.add_argument("names", nargs="*", metavar="NAME[@STORAGE]",
                            help="studies to report; several are overlaid in one plot (default storage: "
-                                "sqlite:///studies/NAME.db)")
+                                "studies/NAME.db or studies/NAME.log, whichever holds it)")
     names.complete = "study"  # type: ignore[attr-defined]  # read by `mpsearch completion`
     p.add_argument("--storage", metavar="URL",
                    help="storage holding the studies (sqlite:///f.db, journal:f.log, postgresql://..., redis://...)"
@@ -55,40 +58,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--html-js", choices=("inline", "cdn"), default="inline",
                    help="embed plotly.js in the HTML (inline: opens offline, ~4 MB) or link it (cdn: small)")
     p.add_argument("--no-files", action="store_true", help="print the summary only; write no report folder")
-    p.add_argument("--list", action="store_true", help="list the studies in --storage (default: studies/*.db) and exit")
+    p.add_argument("--list", action="store_true",
+                   help="list the studies in --storage (default: studies/*.db and studies/*.log) and exit")
+    p.add_argument("--json", action="store_true",
+                   help="print each study's summary and Pareto front (ties grouped) as JSON on stdout; the files "
+                        "are still written unless --no-files, and the human-readable lines go to stderr")
     p.add_argument("--open-dashboard", action="store_true",
                    help="after the report, serve the study in optuna-dashboard (needs `pip install optuna-dashboard`)")
     p.set_defaults(func=run)
 
 
+def _ref(text: str, storage: str | None):  # noqa: ANN202
+    """A study reference; a bare NAME is looked for where `mpsearch search` puts it (.db or .log)."""
+    from mpsearch.api import study_storage
+    from mpsearch.report import parse_study_ref
+
+    ref = parse_study_ref(text, storage)
+    if "@" in text or storage:
+        return ref
+    return type(ref)(ref.name, study_storage(ref.name))
+
+
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from mpsearch.errors import InvalidSpecError
-    from mpsearch.report import compute_report, list_studies, parse_study_ref
+    from mpsearch.report import compute_report, list_studies
     from mpsearch.validation import check_output_folder
-    from mpsearch.report.compute import local_storages
-    from mpsearch.report.render import (
-        print_summary,
-        render_comparison_html,
-        render_comparison_png,
-        write_report,
-    )
 
-    console = Console()
     if args.list:
+        from mpsearch.api import local_storages
+
         urls = [args.storage] if args.storage else local_storages()
-        if not urls:
-            console.print("no studies: studies/*.db holds none; give --storage URL")
-            return 0
-        _print_frame(console, list_studies(urls), "studies")
+        frame = list_studies(urls)
+        if args.json:
+            print(frame.to_json(orient="records"))
+        elif not urls:
+            print("no studies: studies/ holds none; give --storage URL")
+        else:
+            _print_frame(frame, "studies")
         return 0
     if not args.names:
         raise InvalidSpecError("mpsearch report needs a study NAME (see `mpsearch report --list` for the stored ones)")
 
-    refs = [parse_study_ref(n, args.storage) for n in args.names]
-    extra = [parse_study_ref(n, args.storage) for n in args.compare]
-    exhaustive = parse_study_ref(args.exhaustive, args.storage) if args.exhaustive else not args.no_exhaustive
+    refs = [_ref(n, args.storage) for n in args.names]
+    extra = [_ref(n, args.storage) for n in args.compare]
+    exhaustive = _ref(args.exhaustive, args.storage) if args.exhaustive else not args.no_exhaustive
     reports = [compute_report(r, exhaustive=exhaustive) for r in refs]
     overlay = reports + [compute_report(r, exhaustive=exhaustive) for r in extra]
 
@@ -96,25 +109,67 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / ("compare-" + "-".join(r.name for r in overlay) if several else refs[0].name)
     if not args.no_files:
         check_output_folder(out)
-    plotlyjs = True if args.html_js == "inline" else "cdn"
-    for report in reports:
-        print_summary(report, console)
-        if not args.no_files:
-            folder = out / report.name if len(reports) > 1 else out
-            write_report(report, folder, y=args.y, plotlyjs=plotlyjs)
-            console.print(f"report of {report.name} written to {folder}/")
-    if several and not args.no_files:
-        out.mkdir(parents=True, exist_ok=True)
-        render_comparison_png(overlay, out / "compare.png", args.y)
-        render_comparison_html(overlay, out / "compare.html", args.y, plotlyjs)
-        console.print(f"comparison of {', '.join(r.name for r in overlay)} written to {out}/compare.png and compare.html")
+    with human_output(args.json):
+        _write(args, reports, overlay, out)
+    if args.json:
+        print_json([_report_document(r) for r in reports])
     if args.open_dashboard:
         open_dashboard(refs[0].name, refs[0].storage)
     return 0
 
 
-def _print_frame(console, frame, title: str) -> None:  # noqa: ANN001
+def _write(args: argparse.Namespace, reports: list, overlay: list, out: Path) -> None:
+    """Print each summary (unless --json) and write the report folders (unless --no-files)."""
+    several = len(overlay) > 1
+    plotlyjs = True if args.html_js == "inline" else "cdn"
+    for report in reports:
+        if not args.json:
+            from mpsearch.report.render import print_summary
+
+            print_summary(report)
+        if not args.no_files:
+            from mpsearch.report.render import write_report
+
+            folder = out / report.name if len(reports) > 1 else out
+            write_report(report, folder, y=args.y, plotlyjs=plotlyjs)
+            print(f"report of {report.name} written to {folder}/")
+    if several and not args.no_files:
+        from mpsearch.report.render import render_comparison_html, render_comparison_png
+
+        out.mkdir(parents=True, exist_ok=True)
+        render_comparison_png(overlay, out / "compare.png", args.y)
+        render_comparison_html(overlay, out / "compare.html", args.y, plotlyjs)
+        print(f"comparison of {', '.join(r.name for r in overlay)} written to {out}/compare.png and compare.html")
+
+
+def _report_document(report) -> dict:  # noqa: ANN001
+    """A study's report as JSON: its summary and its front, tied configurations grouped."""
+    import json
+
+    from mpsearch.api import group_ties
+
+    front = group_ties(report.front, report.objectives)
+    return {**_json_safe(report.summary()), "front": json.loads(front.to_json(orient="records"))}
+
+
+def _json_safe(value):  # noqa: ANN001, ANN202
+    """NaN and infinities (a hypervolume of nothing) as null: JSON has no such numbers."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _print_frame(frame, title: str) -> None:  # noqa: ANN001
+    from rich.console import Console
     from rich.table import Table
+
+    console = Console()
 
     table = Table(title=title)
     for col in frame.columns:

@@ -19,6 +19,12 @@ A plug-in is a callable ``f(config, network) -> float``: ``config`` is a
 ``network`` a :class:`~mpsearch.network.Network`. It runs in a process of its own
 (:mod:`mpsearch.objectives.plugin`), so nothing it does can stop the search. Plug-in import paths
 come only from the command line or the Python API, never from a stored study.
+
+From Python, the same function can be passed itself (:class:`CallableObjective`, made by
+:func:`objective`): it runs in the search's own process (it may close over a model already in
+memory), so it is not isolated: an exception fails its trial, but a hang or ``sys.exit`` is the
+caller's. A study stores only its name and direction (``NAME=<callable>:DIRECTION``): code cannot be
+stored, so resuming such a study needs the same function passed again under the same name.
 """
 
 from __future__ import annotations
@@ -130,6 +136,61 @@ class PluginObjective(Objective):
             self._process = None
 
 
+CALLABLE_TARGET = "<callable>"  # what a Python callable's stored spec holds instead of an import path
+
+
+class CallableObjective(Objective):
+    """A Python callable ``fn(config, network) -> float`` run in this process (see the module
+    docstring). ``name`` defaults to the function's ``__name__``; ``direction`` to maximize (as for
+    import-path plug-ins), or on resume to the stored objective's direction."""
+
+    def __init__(self, fn: Callable[[Config, Network], float], name: str | None = None, direction: str | None = None):
+        if not callable(fn):
+            raise InvalidSpecError(f"objective {fn!r} is a {type(fn).__name__}, not a callable f(config, network) -> float")
+        name = name if name is not None else getattr(fn, "__name__", "")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise InvalidSpecError(f"objective {fn!r} has no usable name ({name!r}): pass it as "
+                                   f"mpsearch.objective(fn, name='accuracy')")
+        if name in BUILT_IN_OBJECTIVES:
+            raise InvalidSpecError(f"objective {fn!r}: {name!r} is a built-in objective's name; name it otherwise "
+                                   f"with mpsearch.objective(fn, name=...)")
+        check_objective_name(name)
+        if direction is not None and direction not in DIRECTIONS:
+            raise InvalidSpecError(f"objective {name}: direction must be minimize or maximize, got {direction!r}")
+        self.fn, self.name, self.given_direction = fn, name, direction
+
+    @property
+    def direction(self) -> str:  # type: ignore[override]
+        return self.given_direction or "maximize"
+
+    def spec(self) -> str:
+        return f"{self.name}={CALLABLE_TARGET}:{self.direction}"
+
+    def prepare(self, network: Network) -> None:
+        check_objective_name(self.name, network.layer_names, network.name)
+
+    def evaluate(self, network: Network, config: Config) -> Evaluation:
+        try:
+            value = self.fn(config, network)
+        except ObjectiveError:
+            raise
+        except Exception as err:  # the user's function: its failure fails this trial, with the reason
+            raise ObjectiveError(f"objective {self.name} raised {type(err).__name__}: {err}") from None
+        return Evaluation(check_objective_value(self.name, value))
+
+
+def objective(fn: Callable[[Config, Network], float], *, name: str | None = None,
+              direction: str | None = None) -> CallableObjective:
+    """A Python function as an objective, named and directed (see :class:`CallableObjective`)."""
+    return CallableObjective(fn, name, direction)
+
+
+def is_callable_spec(text: str) -> bool:
+    """Whether a stored objective spec is a Python callable's (which a study cannot hold)."""
+    _, eq, rest = text.partition("=")
+    return bool(eq) and rest.startswith(CALLABLE_TARGET + ":")
+
+
 def check_objective_value(name: str, value: Any) -> float:
     """``value`` as a float, or ObjectiveError saying why it is not a usable objective value."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -166,9 +227,10 @@ def load_callable(target: str) -> Callable[..., Any]:
 
 
 def is_plugin_spec(text: str) -> bool:
-    """Whether an objective's command-line form names a plug-in (code to import), not a built-in."""
+    """Whether an objective's command-line form names a plug-in (code to import), not a built-in
+    (nor a Python callable's stored spec, which names no code)."""
     text = text.strip()
-    return text not in ("latency", "capacity") and not text.startswith("sqnr:")
+    return text not in ("latency", "capacity") and not text.startswith("sqnr:") and not is_callable_spec(text)
 
 
 def parse_plugin_spec(text: str) -> tuple[str, str, str]:
@@ -216,9 +278,11 @@ def parse_objective(text: str, backend: Any = None) -> Objective:
     return PluginObjective(*parse_plugin_spec(text))
 
 
-def parse_objectives(texts: list[str], backend: Any = None) -> list[Objective]:
-    """Objectives from their command-line forms; at least two, with unique names."""
-    objectives = [parse_objective(t, backend) for t in texts]
+def parse_objectives(texts: list[Any], backend: Any = None) -> list[Objective]:
+    """Objectives from their command-line forms, :class:`Objective` instances, or Python callables
+    (a bare function is named by its ``__name__``); at least two, with unique names."""
+    objectives = [o if isinstance(o, Objective) else parse_objective(o, backend) if isinstance(o, str)
+                  else CallableObjective(o) for o in texts]
     if len(objectives) < 2:
         raise InvalidSpecError(f"a Pareto search needs at least 2 objectives, got {len(objectives)}: add e.g. --objective capacity")
     names = [o.name for o in objectives]

@@ -1,0 +1,768 @@
+"""The Python API: search, resume, enumerate and load studies (the ``mpsearch`` command is a thin
+layer over it that parses arguments and prints).
+
+    import mpsearch
+
+    result = mpsearch.search("mlp6", trials=40, backend="roofline", seed=0, storage="sqlite:///mlp6.db")
+    result.front              # pandas DataFrame: the Pareto front, tied configurations grouped
+    result.study              # the optuna.Study
+    result.report("reports/mlp6")
+    more = mpsearch.resume("mlp6", trials=20, storage="sqlite:///mlp6.db")
+    again = mpsearch.load("mlp6", storage="sqlite:///mlp6.db")
+
+``network`` is a :class:`~mpsearch.network.Network`, a preset name, a TOML file path, or a dict
+(:meth:`Network.from_dict`). ``objectives`` is a list of built-in names (``latency``, ``capacity``,
+``sqnr:WEIGHTS``), import paths (``[NAME=]package.module:function[:minimize|maximize]``, run in a
+process of their own), Python callables ``f(config, network) -> float`` (run in this process; name
+or direct them with :func:`mpsearch.objective`), or a dict ``{name: callable}``. A study stores no
+code: resuming one whose objectives are callables or import paths needs them passed again.
+
+Messages go to ``log`` (a callable taking one line; default: none). Errors the caller can fix raise
+:class:`~mpsearch.errors.MpsearchError` subclasses with a one-line message.
+
+Storage: a study named NAME lives, unless ``storage`` says otherwise, in ``studies/NAME.db``
+(SQLite: one process) or, for a search with several workers, ``studies/NAME.log`` (a journal file:
+several processes on one host); :func:`study_storage` finds whichever holds it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from mpsearch.errors import InvalidSpecError, MpsearchError, StudyMismatchError, UnsupportedConfigError
+from mpsearch.network import Network
+
+DEFAULT_OBJECTIVES = ("latency", "capacity")
+ENUMERATE_LIMIT = 5000
+# How often `search(workers=N)` reads the study to report progress while its workers run.
+PROGRESS_INTERVAL_S = 2.0
+# Objective values equal to this many significant digits are one point of the front: the same
+# latency summed over layers in another order can differ in the last bits.
+TIE_DIGITS = 9
+
+Log = Callable[[str], None]
+
+
+def _silent(_line: str) -> None:
+    pass
+
+
+# --- where studies live ---------------------------------------------------------------------------
+
+def study_storage(name: str, storage: str | None = None) -> str:
+    """The storage URL of study ``name``: ``storage`` when given; else the file in ``studies/`` that
+    holds it, ``studies/NAME.db`` (SQLite) or ``studies/NAME.log`` (journal, written by a search
+    with several workers); ``sqlite:///studies/NAME.db`` when neither exists yet."""
+    from mpsearch.search.storage import STUDIES_DIR, default_storage_url
+    from mpsearch.validation import check_study_name
+
+    if storage:
+        return storage
+    check_study_name(name)
+    sqlite = default_storage_url(name)
+    journal = STUDIES_DIR / f"{name}.log"
+    if not journal.is_file():
+        return sqlite
+    if not (STUDIES_DIR / f"{name}.db").is_file():
+        return f"journal:{journal}"
+    return sqlite if _holds(sqlite, name) else f"journal:{journal}"
+
+
+def _holds(url: str, name: str) -> bool:
+    import optuna
+
+    from mpsearch.search.storage import open_storage
+
+    try:
+        return name in optuna.get_all_study_names(open_storage(url, read_only=True))
+    except MpsearchError:
+        return False
+
+
+def local_storages() -> list[str]:
+    """The storages in ``studies/``: every ``*.db`` (SQLite) and ``*.log`` (journal), as URLs."""
+    from mpsearch.search.storage import STUDIES_DIR
+
+    if not STUDIES_DIR.is_dir():
+        return []
+    dbs = [f"sqlite:///{p}" for p in sorted(STUDIES_DIR.glob("*.db"))]
+    logs = [f"journal:{p}" for p in sorted(STUDIES_DIR.glob("*.log"))]
+    return dbs + logs
+
+
+# --- the pieces a study run needs ----------------------------------------------------------------
+
+def as_network(network: Network | str | Path | Mapping[str, Any]) -> Network:
+    """A Network from a Network, a preset name, a TOML path or a dict."""
+    from mpsearch.network import resolve_network
+
+    if isinstance(network, Network):
+        return network
+    if isinstance(network, Path):
+        return resolve_network(str(network))
+    if isinstance(network, str):
+        return resolve_network(network)
+    if isinstance(network, Mapping):
+        return Network.from_dict(network, source="network dict")
+    raise InvalidSpecError(f"network must be a Network, a preset name, a TOML path or a dict, got {type(network).__name__}")
+
+
+def _objective_items(objectives: Any) -> list[Any]:
+    """The caller's objectives as a list (a dict ``{name: callable}`` becomes named callables)."""
+    from mpsearch.objectives import objective
+
+    if objectives is None:
+        return list(DEFAULT_OBJECTIVES)
+    if isinstance(objectives, str):
+        raise InvalidSpecError(f"objectives must be a list, e.g. ['latency', 'capacity'], got the string {objectives!r}")
+    if isinstance(objectives, Mapping):
+        return [objective(fn, name=name) if not isinstance(fn, str) else fn for name, fn in objectives.items()]
+    return list(objectives)
+
+
+@dataclass
+class Setup:
+    """A network with its latency backend, format menu, search space and prepared objectives."""
+
+    network: Network
+    backend: Any
+    reason: str  # why this backend (one line)
+    menu: tuple[str, ...]
+    space: Any
+    objectives: list[Any]
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def exact_objectives(self) -> dict[int, Any]:
+        """Objectives the layerwise sampler can compute without measuring (capacity), by index."""
+        from mpsearch.objectives import CapacityObjective
+        from mpsearch.space import capacity
+
+        net = self.network
+        return {i: (lambda c: float(capacity(net, c))) for i, o in builtins.enumerate(self.objectives)
+                if isinstance(o, CapacityObjective)}
+
+    def close(self) -> None:
+        self.backend.close()
+        for objective in self.objectives:
+            objective.close()
+
+
+def build_setup(network: Any, *, backend: str = "auto", device: str | None = None, data: str | None = None,
+                cache_dir: str | None = None, timing: str | None = None, formats: Any = None,
+                objectives: Any = None) -> Setup:
+    """Resolve the network, make the backend, check the menu against it and prepare the objectives
+    (anything that can never work is refused here, in one line, before a study exists)."""
+    from mpsearch.backends import make_backend
+    from mpsearch.formats import check_menu, default_menu, parse_menu
+    from mpsearch.objectives import parse_objectives
+    from mpsearch.space import SearchSpace
+
+    net = as_network(network)
+    chosen, reason = make_backend(backend, net, device=device, data=data, cache_dir=cache_dir, timing=timing)
+    try:
+        caps = chosen.capabilities
+        menu = parse_menu(formats) if formats is not None else default_menu(caps.arch)
+        check_menu(menu, caps.arch)
+        missing = [f for f in menu if f not in caps.formats]
+        if missing:
+            raise UnsupportedConfigError(
+                f"backend {caps.name} ({caps.device}) cannot price {', '.join(missing)}; it has "
+                f"{', '.join(sorted(caps.formats))}: narrow the formats"
+            )
+        space = SearchSpace(net, menu)
+        objs = parse_objectives(_objective_items(objectives), chosen)
+        setup = Setup(net, chosen, reason, menu, space, objs)
+        for objective in objs:
+            objective.prepare(net)
+        chosen.prepare(net, menu)
+    except BaseException:
+        chosen.close()
+        raise
+    return setup
+
+
+# --- results --------------------------------------------------------------------------------------
+
+def group_ties(front: Any, objectives: Sequence[str]) -> Any:
+    """The front with configurations of equal objective values (to :data:`TIE_DIGITS` significant
+    digits) as one row: the first (lowest trial number at that point) stands for them, column
+    ``alternatives`` lists the others' configurations and ``n_alternatives`` counts them."""
+    frame = front.copy()
+    if frame.empty:
+        frame["alternatives"] = pd_empty_object()
+        frame["n_alternatives"] = []
+        return frame
+    keys = [f"_tie_{i}" for i in range(len(objectives))]
+    for key, name in zip(keys, objectives):
+        frame[key] = frame[name].map(lambda v: float(f"{v:.{TIE_DIGITS}g}"))
+    frame["_tie"] = frame.groupby(keys, sort=False).ngroup()
+    members = frame.groupby("_tie", sort=False)["config"].agg(list)
+    out = frame.drop_duplicates("_tie").copy()
+    out["alternatives"] = [members[g][1:] for g in out["_tie"]]
+    out["n_alternatives"] = out["alternatives"].map(len)
+    return out.drop(columns=[*keys, "_tie"]).reset_index(drop=True)
+
+
+def pd_empty_object() -> Any:
+    import pandas as pd
+
+    return pd.Series([], dtype=object)
+
+
+def no_front_message(study: Any) -> str:
+    """One line: the study has no Pareto front, and the reason its last failed trial gave."""
+    import optuna
+
+    from mpsearch.search.record import FAIL_ATTR
+
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    last = failed[-1].user_attrs.get(FAIL_ATTR, "") if failed else ""
+    return (f"no Pareto front: none of the {len(trials)} trials of study {study.study_name} completed with a "
+            f"feasible configuration" + (f" ({len(failed)} failed; last reason: {last})" if last else ""))
+
+
+@dataclass
+class SearchResult:
+    """A stored study and, after a run, how that run ended.
+
+    ``front`` and ``trials`` are read from the study each time (they see what other workers add)."""
+
+    study: Any  # optuna.Study
+    storage: str  # its storage URL
+    outcome: Any = None  # mpsearch.search.run.SearchOutcome of the run that made this result; None from load()
+    space_size: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    @property
+    def objectives(self) -> list[str]:
+        from mpsearch.search.results import objective_names
+
+        return objective_names(self.study)
+
+    @property
+    def trials(self) -> Any:
+        """Every trial: number, state, objective values, config, latency origin, failure reason."""
+        from mpsearch.search.results import trials_frame
+
+        return trials_frame(self.study)
+
+    @property
+    def front(self) -> Any:
+        """The Pareto front, one row per point: trial, objective values, ``latency_source``,
+        ``config`` (per-layer formats, comma-separated), one column per layer, and ``alternatives``
+        / ``n_alternatives`` (other configurations with the same objective values)."""
+        from mpsearch.search.results import pareto_frame
+
+        return group_ties(pareto_frame(self.study), self.objectives)
+
+    @property
+    def best_feasible(self) -> str | None:
+        """Under constraints: one line naming the best configuration that meets them; else None."""
+        from mpsearch.search.constraints import best_feasible_text
+
+        return best_feasible_text(self.study)
+
+    def report(self, out: str | Path | None = None, *, y: str | None = None, plotlyjs: str | bool = True,
+               exhaustive: bool = True) -> Path:
+        """Write the study's report folder (plots, CSV/JSON, summary; default ``reports/NAME``), as
+        ``mpsearch report`` does, and return it."""
+        from mpsearch.report import compute_report
+        from mpsearch.report.compute import StudyRef
+        from mpsearch.report.render import write_report
+        from mpsearch.validation import check_output_folder
+
+        folder = Path(out) if out is not None else Path("reports") / self.name
+        check_output_folder(folder, "out")
+        write_report(compute_report(StudyRef(self.name, self.storage), exhaustive=exhaustive), folder,
+                     y=y, plotlyjs=plotlyjs)
+        return folder
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the study, how the run ended, and the front (what ``--json`` prints)."""
+        import json
+
+        from mpsearch.search.storage import redacted
+
+        front = self.front
+        out: dict[str, Any] = {"study": self.name, "storage": redacted(self.storage), "objectives": self.objectives,
+                               "trials": len(self.study.get_trials(deepcopy=False))}
+        if self.outcome is not None:
+            o = self.outcome
+            out.update(stopped=o.stop_reason, measured=o.measured, failed=o.failed, infeasible=o.infeasible,
+                       repeats=o.repeats, collisions=o.collisions)
+        out["best_feasible"] = self.best_feasible
+        out["front"] = json.loads(front.to_json(orient="records")) if not front.empty else []
+        return out
+
+
+# --- running a study ------------------------------------------------------------------------------
+
+def _budget(trials: int | None, timeout: float | None, patience: int | None = None,
+            target_hv: float | None = None) -> Any:
+    from mpsearch.search.run import Budget
+
+    return Budget(trials=trials, timeout_s=timeout, patience=patience, target_hv=target_hv)
+
+
+def _coordinator(heartbeat_s: float | None, stale_after_s: float | None, objective_timeout_s: float | None,
+                 **kwargs: Any) -> Any:
+    from mpsearch.search.workers import (
+        DEFAULT_HEARTBEAT_S, DEFAULT_OBJECTIVE_TIMEOUT_S, DEFAULT_STALE_AFTER_S, Coordinator,
+    )
+
+    return Coordinator(
+        heartbeat_s=DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s,
+        stale_after_s=DEFAULT_STALE_AFTER_S if stale_after_s is None else stale_after_s,
+        objective_timeout_s=DEFAULT_OBJECTIVE_TIMEOUT_S if objective_timeout_s is None else objective_timeout_s,
+        **kwargs)
+
+
+def run_guarded(url: str, search: Callable[[], Any]) -> Any:
+    """Run ``search()``; a storage failure mid-search becomes one StorageError line."""
+    from mpsearch.search.workers import storage_errors_to_one_line
+
+    try:
+        return search()
+    except MpsearchError:
+        raise
+    except Exception as err:
+        converted = storage_errors_to_one_line(url, err)
+        if converted is None:
+            raise
+        raise converted from None
+
+
+def _run_here(study: Any, setup: Setup, budget: Any, storage_url: str, coordinator: Any, progress: bool) -> Any:
+    from mpsearch.search.run import run_search
+
+    try:
+        return run_guarded(storage_url, lambda: run_search(
+            study, setup.space, setup.objectives, budget, progress=progress,
+            device=setup.backend.capabilities.device, coordinator=coordinator))
+    finally:
+        setup.close()
+
+
+def search(network: Any, *, trials: int | None = None, timeout: float | None = None, patience: int | None = None,
+           target_hv: float | None = None, formats: Any = None, objectives: Any = None, backend: str = "auto",
+           device: str | None = None, data: str | None = None, cache_dir: str | None = None,
+           timing: str | None = None, sampler: str | None = None, seed: int | None = None,
+           constraints: Sequence[str] | None = None, storage: str | None = None, study_name: str | None = None,
+           workers: int = 1, heartbeat_s: float | None = None, stale_after_s: float | None = None,
+           objective_timeout_s: float | None = None, progress: bool = False, log: Log | None = None) -> SearchResult:
+    """Create study ``study_name`` (default: the network's name) and search it until the budget
+    (``trials`` measurements, ``timeout`` seconds, ``patience`` measurements without a change of the
+    front, or layerwise's ``target_hv``) is spent.
+
+    ``workers`` > 1 runs that many ``mpsearch worker`` processes on the study (one per GPU for a GPU
+    backend) with ``trials`` as the study's total, reporting progress to ``log`` while they run;
+    0 only creates the study for workers started elsewhere. Default storage: ``studies/NAME.db``,
+    or ``studies/NAME.log`` with several workers."""
+    from mpsearch.search.constraints import constraints_extra
+    from mpsearch.search.samplers import build_sampler, default_sampler
+    from mpsearch.search.storage import check_parallel, default_journal_url, default_storage_url, open_storage
+    from mpsearch.search.study import create_study, new_spec
+    from mpsearch.validation import check_seed, check_study_name
+
+    log = log or _silent
+    check_seed(seed)
+    if not isinstance(workers, int) or workers < 0:
+        raise InvalidSpecError(f"workers must be an integer >= 0, got {workers!r}")
+    if workers != 1 and trials is None:
+        raise InvalidSpecError(f"--workers {workers} shares the study's budget between workers: give --trials N (the total)")
+    if workers != 1 and (patience is not None or target_hv is not None):
+        # Each worker would judge stagnation on its own share of the trials: not the study's front.
+        raise InvalidSpecError(f"--patience and --target-hv stop one search loop and cannot be shared by --workers "
+                               f"{workers}: give --trials N and/or --timeout SECONDS")
+    budget = _budget(trials, timeout, patience, target_hv)
+    coordinator = _coordinator(heartbeat_s, stale_after_s, objective_timeout_s)  # checks the timings first
+    setup = build_setup(network, backend=backend, device=device, data=data, cache_dir=cache_dir, timing=timing,
+                        formats=formats, objectives=objectives)
+    try:
+        log(f"backend: {setup.reason}")
+        if workers != 1:
+            _refuse_callables_for_workers(setup.objectives, workers)
+        sampler = sampler or default_sampler(len(setup.objectives))
+        if target_hv is not None and sampler != "layerwise":
+            raise InvalidSpecError(f"--target-hv needs a model of the front: use it with --sampler layerwise, not {sampler}")
+        name = check_study_name(study_name) if study_name else check_study_name(setup.network.name, "network name")
+        if storage is None and workers > 1:
+            storage_url = default_journal_url(name)  # SQLite takes one process at a time; a journal several
+        else:
+            storage_url = storage or default_storage_url(name)
+        check_parallel(storage_url, workers)
+        opened = open_storage(storage_url)
+        chosen, settings = build_sampler(sampler, seed=seed, space=setup.space, directions=setup.directions,
+                                         exact=setup.exact_objectives())
+        spec = new_spec(setup.network, setup.menu, setup.objectives, setup.backend, settings)
+        spec.extra.update(constraints_extra(constraints, [o.name for o in setup.objectives]))
+        study = create_study(opened, storage_url, name, spec, chosen)
+    except BaseException:
+        setup.close()
+        raise
+    log(f"study {name}: {setup.network.name} ({len(setup.network.layers)} layers, {len(setup.space.decisions)} "
+        f"decisions), menu {','.join(setup.menu)} ({setup.space.size:,} configurations), objectives "
+        f"{', '.join(f'{o.name} ({o.direction})' for o in setup.objectives)}, sampler {sampler}")
+    if workers != 1:
+        return _run_local_workers(study, setup, storage_url, workers=workers, trials=trials, timeout=timeout,
+                                  coordinator=coordinator, data=data, cache_dir=cache_dir, timing=timing, log=log)
+    outcome = _run_here(study, setup, budget, storage_url, coordinator, progress)
+    return SearchResult(study, storage_url, outcome, setup.space.size)
+
+
+def _refuse_callables_for_workers(objectives: Sequence[Any], workers: int) -> None:
+    from mpsearch.objectives import CallableObjective, LatencyObjective, CapacityObjective, PluginObjective
+    from mpsearch.objectives.sqnr import SqnrObjective
+
+    local = [o.name for o in objectives
+             if not isinstance(o, (LatencyObjective, CapacityObjective, PluginObjective, SqnrObjective))]
+    if local:
+        kind = "a Python callable" if all(isinstance(o, CallableObjective) for o in objectives if o.name in local) else "a Python object"
+        raise InvalidSpecError(
+            f"objective {local[0]} is {kind}, which runs in this process only, but workers={workers} measures in "
+            f"other processes: give it as an import path ('{local[0]}=package.module:function') or use workers=1")
+
+
+def _stored_device(stored: Any, backend_name: str) -> str | None:
+    """The device argument that remakes the stored study's backend: the roofline model's GPU, or the
+    replay recording it was served from; None for backends that measure the GPU they run on, or
+    when another backend is asked for (the resume check then names the difference)."""
+    made = stored.backend.get("backend")
+    if backend_name != made:
+        return None
+    if made == "roofline":
+        return stored.backend.get("device")
+    if made == "replay":
+        return stored.backend.get("recording") or stored.backend.get("device")
+    return None
+
+
+def _objectives_for_resume(stored: Any, given: Any, name: str, how_to_pass: str) -> list[Any]:
+    """What to build the objectives of stored study ``name`` from, importing nothing it names.
+
+    Built-ins come from the stored spec. An import-path plug-in comes only from ``given`` (and must
+    match what is stored); a Python callable only from ``given`` too, by its objective name, taking
+    the stored direction unless it names one. ``given`` that lists a built-in replaces the stored
+    list as a whole (the resume check then names any difference)."""
+    from mpsearch.objectives import CallableObjective, Objective, is_callable_spec, objective
+    from mpsearch.search.study import objectives_for_resume
+
+    items = [] if given is None else _objective_items(given)
+    strings = [g for g in items if isinstance(g, str)]
+    others = [g if isinstance(g, Objective) else objective(g) for g in items if not isinstance(g, str)]
+    if strings and any(not _is_plugin_text(s) for s in strings):
+        return items
+    by_name = {o.name: o for o in others}
+    wanted = [o for o in stored.objectives if is_callable_spec(o.get("spec", ""))]
+    missing = [o for o in wanted if o["name"] not in by_name]
+    if missing:
+        names = ", ".join(f"{o['name']} ({o['direction']})" for o in missing)
+        raise InvalidSpecError(
+            f"study {name!r} has Python-callable objective{'s' if len(missing) > 1 else ''} {names}, which a study "
+            f"cannot store: {how_to_pass}")
+    plain = dataclasses.replace(stored, objectives=[o for o in stored.objectives if not is_callable_spec(o.get("spec", ""))])
+    from_strings = iter(objectives_for_resume(plain, strings, name))
+    merged: list[Any] = []
+    for o in stored.objectives:
+        if is_callable_spec(o.get("spec", "")):
+            chosen = by_name.pop(o["name"])
+            if isinstance(chosen, CallableObjective) and chosen.given_direction is None:
+                chosen = CallableObjective(chosen.fn, chosen.name, o["direction"])
+            merged.append(chosen)
+        else:
+            merged.append(next(from_strings))
+    return merged + list(from_strings) + list(by_name.values())  # extras: the resume check names them
+
+
+def _is_plugin_text(text: str) -> bool:
+    from mpsearch.objectives import is_plugin_spec
+
+    return is_plugin_spec(text)
+
+
+def _callables_hint(stored: Any, name: str, from_command_line: bool) -> str:
+    """How to give a study's Python-callable objectives again (from Python: the command line cannot)."""
+    from mpsearch.objectives import is_callable_spec
+
+    names = [o["name"] for o in stored.objectives if is_callable_spec(o.get("spec", ""))]
+    call = f"mpsearch.resume({name!r}, objectives={{{', '.join(f'{n!r}: {n}_function' for n in names)}}})"
+    if from_command_line:
+        return f"the command line cannot pass Python functions: continue the study from Python, {call}"
+    return f"pass {'them' if len(names) > 1 else 'it'} again: {call}"
+
+
+def _open_stored(name: str, storage: str | None) -> tuple[str, Any, Any]:
+    from mpsearch.search.storage import open_storage
+    from mpsearch.search.study import load_study
+
+    url = study_storage(name, storage)
+    study, stored = load_study(open_storage(url), url, name)
+    return url, study, stored
+
+
+def _setup_for_stored(stored: Any, name: str, *, network: Any, formats: Any, objectives: Any, backend: str | None,
+                      device: str | None, data: str | None, cache_dir: str | None, timing: str | None,
+                      how_to_pass: str) -> Setup:
+    """The setup that continues stored study ``name`` (stored values for all that is not given);
+    not yet compared with the stored one (:func:`_check_same_setup`)."""
+    backend_name = backend or stored.backend.get("backend", "auto")
+    if device is None:
+        device = _stored_device(stored, backend_name)
+    specs = _objectives_for_resume(stored, objectives, name, how_to_pass)
+    net = network if network is not None else Network.from_dict(stored.network, source=f"study {name}")
+    return build_setup(net, backend=backend_name, device=device, data=data, cache_dir=cache_dir, timing=timing,
+                       formats=formats if formats is not None else list(stored.menu), objectives=specs)
+
+
+def _check_same_setup(stored: Any, setup: Setup, name: str) -> None:
+    """StudyMismatchError naming every difference between the stored study and ``setup``."""
+    from mpsearch.search.study import check_resume, new_spec
+
+    check_resume(stored, new_spec(setup.network, setup.menu, setup.objectives, setup.backend, stored.sampler), name)
+
+
+def resume(name: str, *, storage: str | None = None, trials: int | None = None, timeout: float | None = None,
+           patience: int | None = None, target_hv: float | None = None, network: Any = None, formats: Any = None,
+           objectives: Any = None, backend: str | None = None, device: str | None = None, data: str | None = None,
+           cache_dir: str | None = None, timing: str | None = None, heartbeat_s: float | None = None,
+           stale_after_s: float | None = None, objective_timeout_s: float | None = None, progress: bool = False,
+           log: Log | None = None, from_command_line: bool = False) -> SearchResult:
+    """Continue study ``name`` with its stored network, menu, objectives, backend, device and
+    sampler. Anything given that differs from what is stored is refused
+    (:class:`~mpsearch.errors.StudyMismatchError`, each difference named). Objectives that are
+    import paths or Python callables must be given again (a study stores no code).
+    ``from_command_line`` words that refusal for the ``mpsearch`` command, which cannot pass functions."""
+    from mpsearch.search.samplers import build_sampler
+    from mpsearch.validation import offset_seed
+
+    log = log or _silent
+    budget = _budget(trials, timeout, patience, target_hv)
+    coordinator = _coordinator(heartbeat_s, stale_after_s, objective_timeout_s)
+    url, study, stored = _open_stored(name, storage)
+    setup = _setup_for_stored(stored, name, network=network, formats=formats, objectives=objectives, backend=backend,
+                              device=device, data=data, cache_dir=cache_dir, timing=timing,
+                              how_to_pass=_callables_hint(stored, name, from_command_line))
+    try:
+        _check_same_setup(stored, setup, name)
+        log(f"backend: {setup.reason}")
+        sampler_name = stored.sampler.get("name", "tpe")
+        if target_hv is not None and sampler_name != "layerwise":
+            raise InvalidSpecError(f"--target-hv needs --sampler layerwise; study {name} uses {sampler_name}")
+        # A new seed per resume (the stored one offset by the trials so far): the same seed would
+        # propose the configurations it proposed before.
+        seed = offset_seed(stored.sampler.get("seed"), len(study.trials))
+        study.sampler, _ = build_sampler(sampler_name, seed=seed, space=setup.space, directions=setup.directions,
+                                         exact=setup.exact_objectives(), settings=stored.sampler)
+    except BaseException:
+        setup.close()
+        raise
+    log(f"resuming study {name}: {len(study.trials)} trials stored, sampler {sampler_name}")
+    outcome = _run_here(study, setup, budget, url, coordinator, progress)
+    return SearchResult(study, url, outcome, setup.space.size)
+
+
+def enumerate(network: Any, *, formats: Any = None, objectives: Any = None, backend: str = "auto",
+              device: str | None = None, data: str | None = None, cache_dir: str | None = None,
+              timing: str | None = None, study_name: str | None = None, storage: str | None = None,
+              limit: int = ENUMERATE_LIMIT, progress: bool = False, log: Log | None = None) -> SearchResult:
+    """Measure every configuration of a small space (at most ``limit``) into a study marked
+    exhaustive (default name ``NETWORK-MENU-exhaustive``); reports of searches of the same space
+    then give their hypervolume as a percentage of its front's. ``result.outcome.measured`` below
+    ``result.space_size`` means the enumeration stopped early (run it again to finish)."""
+    import optuna
+
+    from mpsearch.search.hypervolume import reference_point
+    from mpsearch.search.record import SPEC_KEY
+    from mpsearch.search.run import Budget, is_feasible, run_search
+    from mpsearch.search.storage import default_storage_url, open_storage
+    from mpsearch.search.study import create_study, new_spec
+
+    log = log or _silent
+    setup = build_setup(network, backend=backend, device=device, data=data, cache_dir=cache_dir, timing=timing,
+                        formats=formats, objectives=objectives)
+    try:
+        log(f"backend: {setup.reason}")
+        size = setup.space.size
+        if size > limit:
+            raise InvalidSpecError(
+                f"the space has {len(setup.menu)}^{len(setup.space.decisions)} = {size:,} configurations, above "
+                f"--limit {limit:,}: enumerate only small spaces (search large ones with --sampler layerwise), "
+                f"or raise --limit")
+        name = study_name or f"{setup.network.name}-{'-'.join(setup.menu)}-exhaustive"
+        storage_url = storage or default_storage_url(name)
+        # Every configuration is queued up front (Optuna's BruteForceSampler calls study.stop(),
+        # which ask/tell cannot take); a resumed enumeration picks up the ones still waiting.
+        spec = new_spec(setup.network, setup.menu, setup.objectives, setup.backend, {"name": "random", "seed": 0})
+        spec.exhaustive = True
+        study = create_study(open_storage(storage_url), storage_url, name, spec, optuna.samplers.RandomSampler(seed=0))
+        for config in setup.space.all_configs():
+            study.enqueue_trial(setup.space.params_from_config(config))
+        log(f"enumerating {size:,} configurations of {setup.network.name} over {','.join(setup.menu)} into study {name}")
+        outcome = run_search(study, setup.space, setup.objectives, Budget(trials=size), progress=progress,
+                             device=setup.backend.capabilities.device)
+    finally:
+        setup.close()
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.values is not None and is_feasible(t)]
+    if complete:
+        spec.reference_point = reference_point([t.values for t in complete], setup.directions)
+        study.set_user_attr(SPEC_KEY, spec.to_attr())
+    return SearchResult(study, storage_url, outcome, size)
+
+
+def load(name: str, storage: str | None = None) -> SearchResult:
+    """Study ``name`` as stored (read-only: nothing is created or written), for its front, trials
+    and report; default storage as :func:`study_storage` finds it."""
+    from mpsearch.report.compute import StudyRef, open_study
+
+    url = study_storage(name, storage)
+    study, _ = open_study(StudyRef(name, url))
+    return SearchResult(study, url)
+
+
+# --- workers --------------------------------------------------------------------------------------
+
+def run_worker(name: str, storage: str, *, worker_index: int = 0, trials: int | None = None,
+               timeout: float | None = None, objectives: Any = None, backend: str | None = None,
+               device: str | None = None, data: str | None = None, cache_dir: str | None = None,
+               timing: str | None = None, heartbeat_s: float | None = None, stale_after_s: float | None = None,
+               objective_timeout_s: float | None = None, progress: bool = False, log: Log | None = None,
+               from_command_line: bool = False) -> tuple[SearchResult, Any]:
+    """Join stored study ``name`` as worker ``worker_index`` and measure until the study's shared
+    budget (or this worker's ``trials``/``timeout``) is spent. Returns the result and the
+    coordinator (its ``swept`` lists the dead workers' trials this worker failed)."""
+    from mpsearch.search.run import Budget, run_search
+    from mpsearch.search.samplers import build_sampler
+    from mpsearch.search.storage import open_storage, redacted, storage_kind
+    from mpsearch.search.study import load_study
+    from mpsearch.search.workers import WORKER_INDEX_ATTR, gpu_identity, read_study_budget, worker_id
+    from mpsearch.validation import offset_seed
+
+    log = log or _silent
+    if storage_kind(storage) == "sqlite":
+        log(f"warning: {storage} is SQLite, which takes one process at a time: do not start a second worker on it")
+    study, stored = load_study(open_storage(storage), storage, name)
+    study_budget = read_study_budget(study)
+    if study_budget is None and trials is None and timeout is None:
+        raise InvalidSpecError(
+            f"study {name!r} has no shared budget (it was not started with `mpsearch search --trials N "
+            f"--workers ...`): give this worker --trials N and/or --timeout SECONDS")
+    coordinator = _coordinator(heartbeat_s, stale_after_s, objective_timeout_s, index=worker_index,
+                               study_budget=study_budget)
+    setup = _setup_for_stored(stored, name, network=None, formats=None, objectives=objectives, backend=backend,
+                              device=device, data=data, cache_dir=cache_dir, timing=timing,
+                              how_to_pass=_callables_hint(stored, name, from_command_line))
+    try:
+        here = setup.backend.capabilities.device
+        if here != stored.device:
+            raise StudyMismatchError(
+                f"worker refused: study {name!r} is measured on {stored.device}, but this worker's backend "
+                f"{setup.backend.capabilities.name} gives {here} ({gpu_identity()}); start workers for this study on "
+                f"{stored.device} GPUs only, or start a separate study for {here}")
+        _check_same_setup(stored, setup, name)
+        sampler_name = stored.sampler.get("name", "tpe")
+        # Each worker its own seed, base + index (identical seeds make samplers propose identical
+        # batches); a worker index started again gets a new one, so it does not replay its proposals.
+        earlier = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(WORKER_INDEX_ATTR) == worker_index)
+        seed = offset_seed(stored.sampler.get("seed"), worker_index + 1000 * earlier)
+        study.sampler, _ = build_sampler(sampler_name, seed=seed, space=setup.space, directions=setup.directions,
+                                         exact=setup.exact_objectives(), settings=stored.sampler)
+        budget = Budget(trials=trials if trials is not None else study_budget, timeout_s=timeout)
+        log(f"worker {worker_index} ({worker_id()}, {gpu_identity()}) joined study {name} in {redacted(storage)}: "
+            f"{len(study.trials)} trials stored, sampler {sampler_name} seed {seed}, study budget "
+            f"{study_budget if study_budget is not None else 'none'}")
+        outcome = run_guarded(storage, lambda: run_search(
+            study, setup.space, setup.objectives, budget, progress=progress, device=here, coordinator=coordinator))
+    finally:
+        setup.close()
+    return SearchResult(study, storage, outcome, setup.space.size), coordinator
+
+
+def _run_local_workers(study: Any, setup: Setup, storage_url: str, *, workers: int, trials: int, timeout: float | None,
+                       coordinator: Any, data: str | None, cache_dir: str | None, timing: str | None,
+                       log: Log) -> SearchResult:
+    """The study exists: start ``workers`` worker processes on it, report progress until they end."""
+    from mpsearch.objectives import is_plugin_spec
+    from mpsearch.search.run import SearchOutcome
+    from mpsearch.search.storage import redacted
+    from mpsearch.search.workers import duplicate_report, launch_workers, worker_summary, write_study_budget
+
+    write_study_budget(study, trials)
+    caps = setup.backend.capabilities
+    # The parent's backend and plug-ins are only for the study's provenance: free them before the workers start.
+    setup.close()
+    if workers == 0:
+        log(f"study {study.study_name} created with a budget of {trials} measurements; start one worker per GPU, on "
+            f"any host that reaches the storage:\n  CUDA_VISIBLE_DEVICES=I mpsearch worker {study.study_name} "
+            f"--storage {redacted(storage_url)} --worker-index I")
+        return SearchResult(study, storage_url, None, setup.space.size)
+    args = [study.study_name, "--storage", storage_url, "--no-progress",
+            "--heartbeat", str(coordinator.heartbeat_s), "--stale-after", str(coordinator.stale_after_s)]
+    if coordinator.objective_timeout_s is not None:
+        args += ["--objective-timeout", str(coordinator.objective_timeout_s)]
+    if timeout is not None:
+        args += ["--timeout", str(timeout)]
+    for objective in setup.objectives:  # plug-ins by the path given here: workers never take it from the study
+        if is_plugin_spec(objective.spec()):
+            args += ["--objective", objective.spec()]
+    for flag, value in (("--data", data), ("--cache-dir", cache_dir), ("--timing", timing)):
+        if value:
+            args += [flag, value]
+    where = "one per GPU" if caps.measures_real_hardware else f"{caps.name} backend, CPU processes"
+    log(f"starting {workers} workers ({where}) on study {study.study_name}, budget {trials} measurements")
+    launched = wait_with_progress(launch_workers(workers, args, pin_gpus=caps.measures_real_hardware), study,
+                                  trials, log)
+    summary = worker_summary(study)
+    dupes = duplicate_report(study)
+    log("\nper worker:")
+    log(summary.to_string(index=False) if not summary.empty else "(no trials)")
+    log(f"duplicate measurements: {dupes['duplicate_measurements']}; collisions prevented: "
+        f"{dupes['collisions_prevented']}; dead workers' trials re-measured: {dupes['retries']}")
+    failed = int(summary["failed"].sum()) if not summary.empty else 0
+    outcome = SearchOutcome(measured=int(summary["measured"].sum()) + failed if not summary.empty else 0,
+                            repeats=dupes["repeats_answered_from_storage"], failed=failed,
+                            collisions=dupes["collisions_prevented"])
+    bad = [w for w in launched if w.returncode != 0]
+    outcome.stop_reason = ("all workers finished" if not bad else
+                           "workers " + ", ".join(f"{w.index} (exit {w.returncode})" for w in bad) + " failed")
+    return SearchResult(study, storage_url, outcome, setup.space.size)
+
+
+def wait_with_progress(workers: list[Any], study: Any, budget: int | None, log: Log,
+                       interval_s: float = PROGRESS_INTERVAL_S) -> list[Any]:
+    """Wait for the launched workers, logging ``progress: D/BUDGET measurements (R in flight), W of N
+    workers running`` whenever that changed, at most every ``interval_s``."""
+    from mpsearch.search.workers.accounting import measurement_counts
+
+    last = None
+    while True:
+        running = sum(1 for w in workers if w.process.poll() is None)
+        try:
+            done, in_flight = measurement_counts(study)
+        except Exception:  # noqa: BLE001 - a read racing the workers' writes: the next one will do
+            done, in_flight = (last or (0, 0, 0))[:2]
+        state = (done, in_flight, running)
+        if state != last:
+            log(f"progress: {done}/{budget if budget is not None else '?'} measurements ({in_flight} in flight), "
+                f"{running} of {len(workers)} workers running")
+            last = state
+        if running == 0:
+            break
+        time.sleep(interval_s)
+    for w in workers:
+        w.returncode = w.process.wait()
+        if w.forwarder is not None:
+            w.forwarder.join()  # the last lines a worker printed come before the summary
+    return workers
