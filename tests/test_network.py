@@ -95,3 +95,65 @@ def test_unknown_preset_lists_the_presets():
 def test_missing_file_is_one_line(tmp_path):
     with pytest.raises(InvalidSpecError, match="no such network file"):
         resolve_network(str(tmp_path / "nope.toml"))
+
+
+BLOCK = '''batch = 16
+chained = false
+[[block]]
+repeat = 3
+[[block.layers]]
+name = "q"
+n = 64
+k = 32
+[[block.layers]]
+name = "k"
+n = 16
+k = 32
+[[block.layers]]
+name = "down"
+n = 32
+k = 64
+m = 4
+[block.groups]
+qk = ["q", "k"]
+'''
+
+
+def test_a_repeated_block_expands_to_prefixed_layers_and_ties_in_order(tmp_path):
+    net = load_network(write(tmp_path, BLOCK))
+    assert net.layer_names == ("b0.q", "b0.k", "b0.down", "b1.q", "b1.k", "b1.down", "b2.q", "b2.k", "b2.down")
+    assert [(l.m, l.n, l.k) for l in net.layers[3:6]] == [(16, 64, 32), (16, 16, 32), (4, 32, 64)]
+    assert net.groups == (("b0.qk", ("b0.q", "b0.k")), ("b1.qk", ("b1.q", "b1.k")), ("b2.qk", ("b2.q", "b2.k")))
+
+
+def test_blocks_follow_one_another_and_an_empty_prefix_keeps_names(tmp_path):
+    text = BLOCK + '[[block]]\nprefix = ""\n[[block.layers]]\nname = "head"\nn = 8\nk = 32\n[groups]\nends = ["b0.down", "head"]\n'
+    net = load_network(write(tmp_path, text))
+    assert net.layer_names[-2:] == ("b2.down", "head")
+    assert dict(net.groups)["ends"] == ("b0.down", "head")
+
+
+@pytest.mark.parametrize("text, message", [
+    (BLOCK.replace("repeat = 3", "repeat = 0"), r"block\[0\].repeat must be an integer in \[1, 10000\], got 0"),
+    (BLOCK.replace("repeat = 3", "repeat = 3\nprefix = \"\""), r"block\[0\].prefix may be empty only with repeat = 1"),
+    (BLOCK.replace("repeat = 3", "repeat = 3\ncount = 2"), r"block\[0\] has unknown field 'count'"),
+    (BLOCK.replace('qk = ["q", "k"]', 'qk = ["q", "o"]'), r"block\[0\].groups.qk names unknown layer 'o'; this block's layers are q, k, down"),
+    (BLOCK.replace('n = 16', 'n = -16'), r"block\[0\].layers\[1\] \(k\).n must be an integer"),
+    (BLOCK + '[[block]]\n[[block.layers]]\nname = "x"\nn = 8\nk = 8\n', r"block\[1\].prefix 'b' is already used by block\[0\]"),
+    ('batch = 2\n[[block]]\nrepeat = 2\n', r"block\[0\] needs \[\[block.layers\]\] tables"),
+    (BLOCK + '[[layers]]\nname = "x"\nn = 8\nk = 8\n', "give exactly one of .* got layers and block"),
+    (BLOCK + '[groups]\n"b0.qk" = ["b1.down", "b2.down"]\n', "groups.b0.qk is given twice"),
+])
+def test_bad_blocks_are_one_line_errors_naming_the_block(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(InvalidSpecError, match=message) as err:
+        load_network(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_importing_a_torch_module_without_torch_is_a_one_line_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # what an environment without torch sees
+    with pytest.raises(InvalidSpecError, match="importing a PyTorch module needs torch: pip install torch"):
+        Network.from_torch(object(), ())

@@ -8,7 +8,7 @@ import pytest
 from mpsearch.errors import InvalidSpecError
 from mpsearch.network import Layer, Network
 from mpsearch.objectives import Objective
-from mpsearch.objectives.sqnr import SqnrObjective, fake_quantize, sqnr_db
+from mpsearch.objectives.sqnr import MAX_SQNR_DB, SqnrObjective, fake_quantize, load_weights, sqnr_db
 from mpsearch.space import Config
 
 NET = Network("two", (Layer("fc1", 8, 96, 64), Layer("fc2", 8, 32, 96)))
@@ -107,3 +107,89 @@ def test_missing_or_misshapen_weights_are_one_line_errors(tmp_path, weights_npz)
     (tmp_path / "w.txt").write_text("x")
     with pytest.raises(InvalidSpecError, match="must end in .npz or .safetensors"):
         SqnrObjective(tmp_path / "w.txt").prepare(NET)
+
+
+def write_safetensors(path, tensors):
+    """A .safetensors file written by the format's rules (header length, JSON header, raw data), so the
+    reader is checked against the format and not against itself. ``tensors``: name → (dtype, array)."""
+    import json
+
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, (dtype, array) in tensors.items():
+        blob = np.ascontiguousarray(array).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+    return path
+
+
+def bf16_bits(w):
+    import ml_dtypes
+
+    return w.astype(ml_dtypes.bfloat16).view(np.uint16)
+
+
+def test_bf16_safetensors_are_read_without_torch_as_their_exact_values(tmp_path):
+    import ml_dtypes
+
+    w = gaussian((96, 64), seed=5)
+    path = write_safetensors(tmp_path / "w.safetensors", {"fc1.weight": ("BF16", bf16_bits(w)),
+                                                          "fc2.weight": ("F16", gaussian((32, 96)).astype(np.float16))})
+    weights = load_weights(path)
+    assert weights["fc1.weight"].dtype == np.float32
+    assert np.array_equal(weights["fc1.weight"], w.astype(ml_dtypes.bfloat16).astype(np.float32))
+    assert weights["fc2.weight"].dtype == np.float16
+    obj = SqnrObjective(path)
+    per_layer = obj.evaluate(NET, Config(NET.layer_names, ("bf16", "int8"))).attrs["sqnr_db_per_layer"]
+    assert per_layer["fc1"] == MAX_SQNR_DB  # bf16 weights lose nothing under bf16
+    assert obj.layer_sqnr(NET.layers[0], "int8") == pytest.approx(
+        sqnr_db(w.astype(ml_dtypes.bfloat16).astype(np.float32), "int8", channel_axis=0))
+
+
+def test_bf16_checkpoints_written_by_torch_read_the_same_as_torch_reads_them(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 32)).to(torch.bfloat16)
+    save_file(model.state_dict(), str(tmp_path / "m.safetensors"))
+    net = Network.from_torch(model, torch.randn(8, 64, dtype=torch.bfloat16))
+    weights = load_weights(tmp_path / "m.safetensors")
+    for name in ("0.weight", "2.weight", "0.bias"):
+        assert np.array_equal(weights[name], model.state_dict()[name].float().numpy())
+    obj = SqnrObjective(tmp_path / "m.safetensors")
+    obj.prepare(net)  # the captured layers "0" and "2" find "0.weight" and "2.weight"
+    assert obj.evaluate(net, Config(net.layer_names, ("int4", "int4"))).value < \
+        obj.evaluate(net, Config(net.layer_names, ("int8", "fp8_e4m3"))).value
+
+
+def test_a_checkpoints_prefix_and_shards_are_found(tmp_path):
+    net = Network("hf", (Layer("layers.0.mlp.up_proj", 4, 96, 64), Layer("layers.0.mlp.down_proj", 4, 64, 96)))
+    shards = tmp_path / "ckpt"
+    shards.mkdir()
+    up, down = gaussian((96, 64), 1), gaussian((64, 96), 2)
+    write_safetensors(shards / "model-00001-of-00002.safetensors", {"model.layers.0.mlp.up_proj.weight": ("BF16", bf16_bits(up))})
+    write_safetensors(shards / "model-00002-of-00002.safetensors", {"model.layers.0.mlp.down_proj.weight": ("F32", down),
+                                                                    "model.norm.weight": ("F32", gaussian((64,)))})
+    obj = SqnrObjective(shards)
+    obj.prepare(net)
+    assert obj.layer_sqnr(net.layers[1], "int8") == pytest.approx(sqnr_db(down, "int8", channel_axis=0))
+
+
+def test_ambiguous_unsupported_or_corrupt_safetensors_are_one_line_errors(tmp_path):
+    w = gaussian((96, 64))
+    path = write_safetensors(tmp_path / "a.safetensors", {"enc.fc1.weight": ("F32", w), "dec.fc1.weight": ("F32", w),
+                                                          "fc2": ("I8", np.zeros((96, 32), np.int8))})
+    with pytest.raises(InvalidSpecError, match="weights for layer 'fc1' are ambiguous: dec.fc1.weight, enc.fc1.weight"):
+        SqnrObjective(path).prepare(NET)
+    with pytest.raises(InvalidSpecError, match="'fc2' in .* are I8; sqnr reads F32, F16 and BF16"):
+        load_weights(path)["fc2"]
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    with pytest.raises(InvalidSpecError, match="cannot read sqnr weights file .*not a safetensors file: its first 8 bytes give a header of 1000000000 bytes"):
+        load_weights(bad)
+    lying = write_safetensors(tmp_path / "lying.safetensors", {"fc1": ("F32", w)})
+    lying.write_bytes(lying.read_bytes()[:-8])  # the last values cut off
+    with pytest.raises(InvalidSpecError, match="'fc1' lies outside the file"):
+        load_weights(lying)

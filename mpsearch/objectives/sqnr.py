@@ -16,15 +16,22 @@ layer's size, so a small layer quantized badly can hurt as much as a large one; 
 would also make the proxy mostly repeat the parameter count, which the capacity objective and the
 latency already track. The per-layer values are stored on each trial (``sqnr_db_per_layer``).
 
-Weights file: ``.npz`` or ``.safetensors``, one 2-D array per layer, named like the network's layers
-(``fc1``) or with a ``.weight`` suffix (``fc1.weight``). A layer's array is ``(k, n)`` (mpsearch's
-``X @ W``) or ``(n, k)`` (PyTorch's ``nn.Linear.weight``); a square one is read as PyTorch's
-``(out, in)``. Command line: ``--objective sqnr:PATH`` (see :func:`mpsearch.objectives.parse_objective`).
+Weights file: ``.npz`` or ``.safetensors`` (float32, float16 or bfloat16 tensors; bfloat16 is read
+without torch, and tensors are read only when a layer needs them, so a released checkpoint works as
+it is), or a folder of ``.safetensors`` shards. One 2-D array per layer, named like the network's
+layer (``fc1``), with a ``.weight`` suffix (``fc1.weight``), or ending so after a dot: layer
+``layers.0.self_attn.q_proj`` finds ``model.layers.0.self_attn.q_proj.weight`` (the one key that
+matches; a name that matches several is an error naming them). A layer's array is ``(k, n)``
+(mpsearch's ``X @ W``) or ``(n, k)`` (PyTorch's ``nn.Linear.weight``); a square one is read as
+PyTorch's ``(out, in)``. Command line: ``--objective sqnr:PATH`` (see
+:func:`mpsearch.objectives.parse_objective`).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,25 +105,143 @@ def sqnr_db(w: np.ndarray, fmt: str, channel_axis: int | None = None) -> float:
     return min(10.0 * math.log10(signal / noise), MAX_SQNR_DB)
 
 
-def load_weights(path: str | Path) -> dict[str, np.ndarray]:
-    """Arrays by name from an ``.npz`` or ``.safetensors`` file; one-line InvalidSpecError otherwise."""
+# safetensors dtype → numpy dtype it is stored as; BF16 is stored as uint16 and widened to float32.
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+
+def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values (their raw uint16 bits) as float32: bfloat16 is float32's upper half, so the
+    bits shifted up 16 are the exact float32 value."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+class SafetensorsFile(Mapping[str, np.ndarray]):
+    """The tensors of one ``.safetensors`` file by name, read (memory-mapped) when looked up.
+
+    The format: an 8-byte little-endian header length, a JSON header ``{name: {dtype, shape,
+    data_offsets: [begin, end]}, "__metadata__": {...}}``, then the data, offsets relative to its
+    start. Parsed here because safetensors' numpy loader cannot return bfloat16 and its torch loader
+    needs torch. F32/F16 come back as they are, BF16 as float32; other dtypes raise when looked up.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            head = f.read(8)
+            size = self.path.stat().st_size
+            length = int.from_bytes(head, "little")
+            if len(head) < 8 or not 2 <= length <= size - 8:
+                raise ValueError(f"not a safetensors file: its first 8 bytes give a header of {length} bytes, "
+                                 f"which does not fit in its {size}")
+            header = json.loads(f.read(length))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        header.pop("__metadata__", None)
+        self._start, self._size = 8 + length, size
+        self._entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+        for name, entry in header.items():
+            try:
+                begin, end = (int(x) for x in entry["data_offsets"])
+                shape = tuple(int(d) for d in entry["shape"])
+                dtype = str(entry["dtype"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"tensor {name!r} has a malformed header entry {entry!r}") from None
+            if not 0 <= begin <= end <= size - self._start:
+                raise ValueError(f"tensor {name!r} lies outside the file (offsets {begin}..{end})")
+            self._entries[name] = (dtype, shape, begin, end)
+        self._raw: np.ndarray | None = None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        dtype, shape, begin, end = self._entries[name]
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise InvalidSpecError(f"sqnr weights {name!r} in {self.path} are {dtype}; sqnr reads F32, F16 and BF16 "
+                                   "tensors: save the unquantized weights")
+        np_dtype = np.dtype(_SAFETENSORS_DTYPES[dtype])
+        count = int(np.prod(shape, dtype=np.int64))
+        if end - begin != count * np_dtype.itemsize:
+            raise InvalidSpecError(f"sqnr weights {name!r} in {self.path}: {end - begin} bytes do not hold {dtype} "
+                                   f"{list(shape)}; the file is corrupt")
+        if self._raw is None:
+            self._raw = np.memmap(self.path, dtype=np.uint8, mode="r")
+        data = self._raw[self._start + begin:self._start + end].view(np_dtype).reshape(shape)
+        return bf16_bits_to_float32(data) if dtype == "BF16" else np.array(data)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape, from the header."""
+        return self._entries[name][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _Shards(Mapping[str, np.ndarray]):
+    """Several safetensors files seen as one (a checkpoint saved in shards)."""
+
+    def __init__(self, files: list[SafetensorsFile]):
+        self._owner: dict[str, SafetensorsFile] = {}
+        for f in files:
+            for name in f:
+                if name in self._owner:
+                    raise InvalidSpecError(f"sqnr weights {name!r} are in both {self._owner[name].path} and {f.path}: "
+                                           "give one file, or a folder of one checkpoint's shards")
+                self._owner[name] = f
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._owner[name][name]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._owner[name].shape(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._owner)
+
+    def __len__(self) -> int:
+        return len(self._owner)
+
+
+def load_weights(path: str | Path) -> Mapping[str, np.ndarray]:
+    """Arrays by name from an ``.npz`` or ``.safetensors`` file or a folder of ``.safetensors``
+    shards (safetensors tensors are read when looked up); one-line InvalidSpecError otherwise."""
     path = Path(path)
+    if path.is_dir():
+        shards = sorted(path.glob("*.safetensors"))
+        if not shards:
+            raise InvalidSpecError(f"sqnr weights folder {path} holds no .safetensors file; give a weights file or a "
+                                   "checkpoint folder")
+        try:
+            return _Shards([SafetensorsFile(p) for p in shards])
+        except (OSError, ValueError) as err:
+            raise InvalidSpecError(f"cannot read sqnr weights in {path}: {type(err).__name__}: {err}") from None
     if not path.is_file():
         raise InvalidSpecError(f"sqnr weights file {path} does not exist; give an .npz or .safetensors file of per-layer weights")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            return dict(load_file(str(path)))
+            return SafetensorsFile(path)
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-    except ImportError as err:
-        raise InvalidSpecError(f"reading {path} needs the Python package {err.name!r} (pip install 'mpsearch[report]')") from None
-    except Exception as err:  # corrupt file, unsupported dtype (numpy has no bfloat16 in safetensors)
-        raise InvalidSpecError(f"cannot read sqnr weights file {path}: {type(err).__name__}: {err}; "
-                               "save float32 arrays with numpy.savez or safetensors.numpy.save_file") from None
+    except Exception as err:  # corrupt file
+        raise InvalidSpecError(f"cannot read sqnr weights file {path}: {type(err).__name__}: {err}; save float32, "
+                               "float16 or bfloat16 arrays with numpy.savez or safetensors' save_file") from None
     raise InvalidSpecError(f"sqnr weights file {path} must end in .npz or .safetensors, got {path.suffix or 'no suffix'!r}")
+
+
+def find_weight_key(weights: Mapping[str, Any], layer_name: str) -> str | None:
+    """The key of ``layer_name``'s weights: the name itself, ``NAME.weight``, or the one key that
+    ends in ``.NAME.weight`` or ``.NAME`` (a checkpoint's ``model.`` prefix); None if there is none.
+    InvalidSpecError if several keys end so."""
+    for key in (layer_name, f"{layer_name}.weight"):
+        if key in weights:
+            return key
+    tails = (f".{layer_name}.weight", f".{layer_name}")
+    found = [k for k in weights if k.endswith(tails)]
+    if len(found) > 1:
+        raise InvalidSpecError(f"sqnr weights for layer {layer_name!r} are ambiguous: {', '.join(sorted(found)[:6])} "
+                               "all match; name the arrays after the network's layers")
+    return found[0] if found else None
 
 
 class SqnrObjective(Objective):
@@ -127,42 +252,50 @@ class SqnrObjective(Objective):
 
     def __init__(self, weights_path: str | Path):
         self.weights_path = str(weights_path)
-        self._weights: dict[str, np.ndarray] | None = None
+        self._weights: Mapping[str, np.ndarray] | None = None
         self._cache: dict[tuple[str, str], float] = {}
 
     def spec(self) -> str:
         return f"sqnr:{self.weights_path}"
 
     @property
-    def weights(self) -> dict[str, np.ndarray]:
+    def weights(self) -> Mapping[str, np.ndarray]:
         if self._weights is None:
             self._weights = load_weights(self.weights_path)
         return self._weights
 
-    def weight_of(self, layer: Layer) -> tuple[np.ndarray, int]:
-        """The layer's weight matrix and its output-channel axis; InvalidSpecError if absent or misshapen."""
+    def locate(self, layer: Layer) -> tuple[str, int]:
+        """The key of the layer's weights and their output-channel axis, from shapes alone (nothing is
+        read); InvalidSpecError if absent or misshapen."""
         weights = self.weights
-        key = next((k for k in (layer.name, f"{layer.name}.weight") if k in weights), None)
+        key = find_weight_key(weights, layer.name)
         if key is None:
             have = ", ".join(sorted(weights)[:12]) + (" ..." if len(weights) > 12 else "")
             raise InvalidSpecError(
                 f"sqnr weights file {self.weights_path} has no array for layer {layer.name!r} (looked for "
-                f"{layer.name!r} and '{layer.name}.weight'; it has {have}); name the arrays after the network's layers"
+                f"{layer.name!r}, '{layer.name}.weight' and keys ending in '.{layer.name}.weight'; it has {have}); "
+                "name the arrays after the network's layers"
             )
-        w = weights[key]
-        if w.ndim == 2 and w.shape == (layer.n, layer.k):
-            return w, 0  # PyTorch (out, in); a square matrix is read this way
-        if w.ndim == 2 and w.shape == (layer.k, layer.n):
-            return w, 1
+        shape = weights.shape(key) if hasattr(weights, "shape") else tuple(weights[key].shape)
+        if shape == (layer.n, layer.k):
+            return key, 0  # PyTorch (out, in); a square matrix is read this way
+        if shape == (layer.k, layer.n):
+            return key, 1
         raise InvalidSpecError(
-            f"sqnr weights {key!r} in {self.weights_path} has shape {tuple(w.shape)}, but layer {layer.name} needs "
+            f"sqnr weights {key!r} in {self.weights_path} has shape {shape}, but layer {layer.name} needs "
             f"(k, n) = ({layer.k}, {layer.n}) or (n, k) = ({layer.n}, {layer.k}); use the weights of this network"
         )
 
+    def weight_of(self, layer: Layer) -> tuple[np.ndarray, int]:
+        """The layer's weight matrix and its output-channel axis; InvalidSpecError if absent or misshapen."""
+        key, axis = self.locate(layer)
+        return self.weights[key], axis
+
     def prepare(self, network: Network) -> None:
-        """Fail before the search if any layer of ``network`` has no usable weights."""
+        """Fail before the search if any layer of ``network`` has no usable weights (shapes are
+        checked from the file's header: a large checkpoint is not read here)."""
         for layer in network.layers:
-            self.weight_of(layer)
+            self.locate(layer)
 
     def layer_sqnr(self, layer: Layer, fmt: str) -> float:
         key = (layer.name, get_format(fmt).name)

@@ -25,6 +25,22 @@ TOML format (every field is checked on load; errors name the file, the field, th
     m = 2048                     # optional when batch is given
     [groups]                     # optional: layers that must share one format
     qkv = ["q", "k", "v"]
+
+    # or, instead of sizes/layers, repeated blocks (in order; one or more [[block]] tables):
+    [[block]]
+    repeat = 32                  # default 1
+    prefix = "b"                 # default "b": repetition r names layer "q" "b{r}.q" (b0.q, b1.q, ...);
+                                 # "" (with repeat = 1 only) keeps the names as written, e.g. for a head
+    [[block.layers]]             # the block's layers, as [[layers]] above
+    name = "q"
+    k = 4096
+    n = 4096
+    [block.groups]               # optional: ties inside each repetition (b0.qkv = [b0.q, b0.k, b0.v], ...)
+    qkv = ["q", "k", "v"]
+
+Top-level ``[groups]`` name the full layer names (``b3.q``). A network also comes from a Hugging Face
+``config.json`` (:meth:`Network.from_hf_config`) or a PyTorch module run on example inputs
+(:meth:`Network.from_torch`).
 """
 
 from __future__ import annotations
@@ -116,6 +132,29 @@ class Network:
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "spec") -> "Network":
         return _parse(data, source)
 
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Network":
+        """A TOML network spec (format above); see :func:`load_network`."""
+        return load_network(path)
+
+    @classmethod
+    def from_hf_config(cls, config: str | Path | Mapping[str, Any], *, tokens: int | None = None,
+                       blocks: int | None = None, name: str | None = None) -> "Network":
+        """The decoder/encoder blocks of a Hugging Face model from its ``config.json`` (a path or the
+        parsed dict): see :func:`mpsearch.network.hf.network_from_hf_config`."""
+        from mpsearch.network.hf import network_from_hf_config
+
+        return network_from_hf_config(config, tokens=tokens, blocks=blocks, name=name)
+
+    @classmethod
+    def from_torch(cls, module: Any, example_inputs: Any, *, name: str | None = None,
+                   chained: bool | None = None) -> "Network":
+        """The GEMMs a PyTorch ``module`` runs on ``example_inputs``, in execution order: see
+        :func:`mpsearch.network.torch_capture.network_from_torch` (needs torch)."""
+        from mpsearch.network.torch_capture import network_from_torch
+
+        return network_from_torch(module, example_inputs, name=name, chained=chained)
+
     def fingerprint(self) -> str:
         """Hash of what determines latency and capacity (shapes, order, ties, chaining), not names."""
         payload = json.dumps(
@@ -124,6 +163,20 @@ class Network:
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def tie_name(members: Iterable[str]) -> str:
+    """A group's name from its members' names: their common dotted prefix, then the rest joined by
+    ``+`` (``layers.0.self_attn.q_proj+k_proj+v_proj``), so it reads as what it ties and cannot be a
+    layer's name."""
+    members = list(members)
+    parts = [m.split(".") for m in members]
+    common = 0
+    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    head = ".".join(parts[0][:common])
+    rest = "+".join(".".join(p[common:]) for p in parts)
+    return f"{head}.{rest}" if head else rest
 
 
 def _validate(net: Network, where: str) -> None:
@@ -147,7 +200,11 @@ def _validate(net: Network, where: str) -> None:
                     f"{where}: layers[{i}] ({layer.name}).{dim} must be an integer in [1, {MAX_DIM}], got {value!r}"
                 )
     grouped: dict[str, str] = {}
+    group_names: set[str] = set()
     for gname, members in net.groups:
+        if gname in group_names:
+            raise InvalidSpecError(f"{where}: groups.{gname} is given twice: name each group once")
+        group_names.add(gname)
         if gname in seen:
             raise InvalidSpecError(f"{where}: groups.{gname} must not reuse a layer's name, got {gname!r}")
         if len(members) < 2:
@@ -172,8 +229,97 @@ def _int_field(value: Any, field_name: str, source: str) -> int:
     return value
 
 
+# A [[block]] repeated more often than this is a typo (real models have at most a few hundred blocks).
+MAX_REPEAT = 10_000
+
+
+def _parse_layer_tables(raw: Any, batch: int | None, source: str, where: str) -> list[Layer]:
+    """The ``[[layers]]``-style tables at ``where`` (``layers`` or ``block[i].layers``)."""
+    if not isinstance(raw, list) or not raw:
+        raise InvalidSpecError(f"{source}: {where} must be a non-empty list of tables, got {raw!r}")
+    layers = []
+    for i, entry in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(entry, Mapping):
+            raise InvalidSpecError(f"{source}: {at} must be a table with name, n, k (and m), got {entry!r}")
+        extra = sorted(set(entry) - {"name", "m", "n", "k"})
+        if extra:
+            raise InvalidSpecError(f"{source}: {at} has unknown field {extra[0]!r}; allowed: name, m, n, k")
+        lname = entry.get("name")
+        if not isinstance(lname, str) or not lname:
+            raise InvalidSpecError(f"{source}: {at}.name must be a non-empty string, got {lname!r}")
+        if "m" not in entry and batch is None:
+            raise InvalidSpecError(f"{source}: {at} ({lname}).m is required when no batch is given")
+        dims = {}
+        for dim in ("m", "n", "k"):
+            if dim == "m" and "m" not in entry:
+                dims[dim] = batch
+                continue
+            if dim not in entry:
+                raise InvalidSpecError(f"{source}: {at} ({lname}).{dim} is required, got none")
+            dims[dim] = _int_field(entry[dim], f"{at} ({lname}).{dim}", source)
+        layers.append(Layer(lname, dims["m"], dims["n"], dims["k"]))
+    return layers
+
+
+def _parse_groups(raw: Any, source: str, where: str) -> list[tuple[str, tuple[str, ...]]]:
+    if not isinstance(raw, Mapping):
+        raise InvalidSpecError(f"{source}: {where} must be a table of name = [layer, ...], got {raw!r}")
+    groups = []
+    for gname, members in raw.items():
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise InvalidSpecError(f"{source}: {where}.{gname} must be a list of layer names, got {members!r}")
+        groups.append((gname, tuple(members)))
+    return groups
+
+
+def _parse_blocks(raw: Any, batch: int | None, source: str) -> tuple[list[Layer], list[tuple[str, tuple[str, ...]]]]:
+    """Expand ``[[block]]`` tables: each block's layers (and groups) ``repeat`` times, in order,
+    repetition r of a block with prefix P naming layer ``x`` as ``P{r}.x`` (``b0.q``, ``b1.q``, ...)."""
+    if not isinstance(raw, list) or not raw:
+        raise InvalidSpecError(f"{source}: block must be one or more [[block]] tables, got {raw!r}")
+    layers: list[Layer] = []
+    groups: list[tuple[str, tuple[str, ...]]] = []
+    prefixes: dict[str, int] = {}
+    for bi, block in enumerate(raw):
+        where = f"block[{bi}]"
+        if not isinstance(block, Mapping):
+            raise InvalidSpecError(f"{source}: {where} must be a table with repeat, prefix, layers (and groups), got {block!r}")
+        extra = sorted(set(block) - {"repeat", "prefix", "layers", "groups"})
+        if extra:
+            raise InvalidSpecError(f"{source}: {where} has unknown field {extra[0]!r}; allowed: repeat, prefix, layers, groups")
+        repeat = block.get("repeat", 1)
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
+            raise InvalidSpecError(f"{source}: {where}.repeat must be an integer in [1, {MAX_REPEAT}], got {repeat!r}")
+        prefix = block.get("prefix", "b")
+        if not isinstance(prefix, str):
+            raise InvalidSpecError(f"{source}: {where}.prefix must be a string, got {prefix!r}")
+        if prefix == "" and repeat > 1:
+            raise InvalidSpecError(f"{source}: {where}.prefix may be empty only with repeat = 1 (the repetitions "
+                                   f"need distinct names), got repeat = {repeat}: give a prefix such as \"b\"")
+        if prefix in prefixes:
+            raise InvalidSpecError(f"{source}: {where}.prefix {prefix!r} is already used by block[{prefixes[prefix]}]: "
+                                   "give each [[block]] its own prefix")
+        prefixes[prefix] = bi
+        if "layers" not in block:
+            raise InvalidSpecError(f"{source}: {where} needs [[block.layers]] tables (name, n, k), got none")
+        template = _parse_layer_tables(block["layers"], batch, source, f"{where}.layers")
+        names = {l.name for l in template}
+        tgroups = _parse_groups(block.get("groups", {}), source, f"{where}.groups")
+        for gname, members in tgroups:
+            unknown = [m for m in members if m not in names]
+            if unknown:
+                raise InvalidSpecError(f"{source}: {where}.groups.{gname} names unknown layer {unknown[0]!r}; "
+                                       f"this block's layers are {', '.join(l.name for l in template)}")
+        for r in range(repeat):
+            p = f"{prefix}{r}." if prefix else ""
+            layers += [Layer(p + l.name, l.m, l.n, l.k) for l in template]
+            groups += [(p + g, tuple(p + m for m in members)) for g, members in tgroups]
+    return layers, groups
+
+
 def _parse(data: Mapping[str, Any], source: str) -> Network:
-    known = {"name", "batch", "chained", "sizes", "layers", "groups", "description"}
+    known = {"name", "batch", "chained", "sizes", "layers", "block", "groups", "description"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InvalidSpecError(f"{source}: unknown field {unknown[0]!r}; allowed fields are {', '.join(sorted(known))}")
@@ -186,9 +332,12 @@ def _parse(data: Mapping[str, Any], source: str) -> Network:
     batch = data.get("batch")
     if batch is not None:
         batch = _int_field(batch, "batch", source)
-    if ("sizes" in data) == ("layers" in data):
-        raise InvalidSpecError(f"{source}: give exactly one of 'sizes' (an MLP) or '[[layers]]', got {'both' if 'sizes' in data else 'neither'}")
+    given = [f for f in ("sizes", "layers", "block") if f in data]
+    if len(given) != 1:
+        raise InvalidSpecError(f"{source}: give exactly one of 'sizes' (an MLP), '[[layers]]' or '[[block]]' "
+                               f"(repeated layers), got {' and '.join(given) if given else 'neither'}")
     layers: list[Layer] = []
+    groups: list[tuple[str, tuple[str, ...]]] = []
     if "sizes" in data:
         sizes = data["sizes"]
         if not isinstance(sizes, list) or len(sizes) < 2:
@@ -197,38 +346,11 @@ def _parse(data: Mapping[str, Any], source: str) -> Network:
             raise InvalidSpecError(f"{source}: batch is required with sizes (the m of every layer), got none")
         dims = [_int_field(s, f"sizes[{i}]", source) for i, s in enumerate(sizes)]
         layers = [Layer(f"fc{i + 1}", batch, dims[i + 1], dims[i]) for i in range(len(dims) - 1)]
+    elif "layers" in data:
+        layers = _parse_layer_tables(data["layers"], batch, source, "layers")
     else:
-        raw = data["layers"]
-        if not isinstance(raw, list) or not raw:
-            raise InvalidSpecError(f"{source}: layers must be a non-empty list of tables, got {raw!r}")
-        for i, entry in enumerate(raw):
-            if not isinstance(entry, Mapping):
-                raise InvalidSpecError(f"{source}: layers[{i}] must be a table with name, n, k (and m), got {entry!r}")
-            extra = sorted(set(entry) - {"name", "m", "n", "k"})
-            if extra:
-                raise InvalidSpecError(f"{source}: layers[{i}] has unknown field {extra[0]!r}; allowed: name, m, n, k")
-            lname = entry.get("name")
-            if not isinstance(lname, str) or not lname:
-                raise InvalidSpecError(f"{source}: layers[{i}].name must be a non-empty string, got {lname!r}")
-            if "m" not in entry and batch is None:
-                raise InvalidSpecError(f"{source}: layers[{i}] ({lname}).m is required when no batch is given")
-            dims = {}
-            for dim in ("m", "n", "k"):
-                if dim == "m" and "m" not in entry:
-                    dims[dim] = batch
-                    continue
-                if dim not in entry:
-                    raise InvalidSpecError(f"{source}: layers[{i}] ({lname}).{dim} is required, got none")
-                dims[dim] = _int_field(entry[dim], f"layers[{i}] ({lname}).{dim}", source)
-            layers.append(Layer(lname, dims["m"], dims["n"], dims["k"]))
-    groups_raw = data.get("groups", {})
-    if not isinstance(groups_raw, Mapping):
-        raise InvalidSpecError(f"{source}: groups must be a table of name = [layer, ...], got {groups_raw!r}")
-    groups = []
-    for gname, members in groups_raw.items():
-        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise InvalidSpecError(f"{source}: groups.{gname} must be a list of layer names, got {members!r}")
-        groups.append((gname, tuple(members)))
+        layers, groups = _parse_blocks(data["block"], batch, source)
+    groups += _parse_groups(data.get("groups", {}), source, "groups")
     description = data.get("description", "")
     return Network(name, tuple(layers), tuple(groups), chained, str(description))
 
@@ -250,6 +372,8 @@ def load_network(path: str | Path) -> Network:
     try:
         text = path.read_text()
     except FileNotFoundError:
+        from mpsearch.network.presets import PRESETS
+
         raise InvalidSpecError(f"{path}: no such network file; give a TOML file or a preset ({', '.join(PRESETS)})") from None
     except OSError as err:
         raise InvalidSpecError(f"{path}: cannot read the network file: {err.strerror}") from None
@@ -261,58 +385,3 @@ def load_network(path: str | Path) -> Network:
     except tomllib.TOMLDecodeError as err:
         raise InvalidSpecError(f"{path}: malformed TOML: {err}") from None
     return _build_checked(data, str(path))
-
-
-# --- presets ---------------------------------------------------------------------------------
-
-def _mlp(name: str, sizes: list[int], batch: int, description: str) -> Network:
-    return Network(
-        name,
-        tuple(Layer(f"fc{i + 1}", batch, sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)),
-        description=description,
-    )
-
-
-# Llama-3-8B decoder block: hidden 4096, 32 query heads and 8 key/value heads of 128 (k, v project
-# to 1024), feed-forward 14336 (config.json of meta-llama/Meta-Llama-3-8B).
-_LLAMA8B = (("q", 4096, 4096), ("k", 1024, 4096), ("v", 1024, 4096), ("o", 4096, 4096),
-            ("gate", 14336, 4096), ("up", 14336, 4096), ("down", 4096, 14336))
-
-
-def _llama8b(name: str, tokens: int, blocks: int, description: str) -> Network:
-    layers = []
-    for b in range(blocks):
-        prefix = f"b{b}." if blocks > 1 else ""
-        layers += [Layer(prefix + lname, tokens, n, k) for lname, n, k in _LLAMA8B]
-    return Network(name, tuple(layers), chained=False, description=description)
-
-
-_PRESET_BUILDERS = {
-    "mlp6": lambda: _mlp("mlp6", [32768, 16384, 8192, 4096, 2048, 1024, 32768], 2048,
-                         "reference 6-layer MLP 32768-16384-8192-4096-2048-1024-32768, batch 2048"),
-    "mlp6-decode": lambda: _mlp("mlp6-decode", [32768, 16384, 8192, 4096, 2048, 1024, 32768], 16,
-                                "the reference MLP at batch 16 (decode-like)"),
-    "llama8b-block-prefill": lambda: _llama8b("llama8b-block-prefill", 2048, 1,
-                                              "one Llama-3-8B decoder block's 7 GEMMs, 2048 tokens (prefill)"),
-    "llama8b-block-decode": lambda: _llama8b("llama8b-block-decode", 16, 1,
-                                             "one Llama-3-8B decoder block's 7 GEMMs, 16 tokens (decode)"),
-    "llama8b-10blocks-prefill": lambda: _llama8b("llama8b-10blocks-prefill", 2048, 10,
-                                                 "10 Llama-3-8B decoder blocks, 70 GEMMs, 2048 tokens"),
-}
-PRESETS = tuple(_PRESET_BUILDERS)
-
-
-def preset(name: str) -> Network:
-    try:
-        return _PRESET_BUILDERS[name]()
-    except KeyError:
-        raise InvalidSpecError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)} or a TOML file path") from None
-
-
-def resolve_network(spec: str) -> Network:
-    """A preset name or a path to a TOML file."""
-    if spec in _PRESET_BUILDERS:
-        return preset(spec)
-    if spec.endswith(".toml") or "/" in spec or Path(spec).exists():
-        return load_network(spec)
-    return preset(spec)
