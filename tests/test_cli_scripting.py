@@ -126,3 +126,22 @@ def test_the_command_line_cannot_resume_a_study_of_python_callables_and_says_so(
         "error: study 'tiny' has Python-callable objective acc (maximize), which a study cannot store: the command "
         "line cannot pass Python functions: continue the study from Python, mpsearch.resume('tiny', "
         "objectives={'acc': acc_function})")
+
+
+
+def test_search_takes_a_hugging_face_config_with_tokens_and_blocks_from_the_command_line(cli):
+    from tests.conftest import REPO
+
+    config = REPO / "tests" / "data" / "models" / "gpt2" / "config.json"
+    r = cli("search", str(config), "--tokens", "64", "--blocks", "1", "--trials", "3", "--seed", "0", "--json", *ROOF)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["front"]
+    assert "4 layers" in r.stderr or "(4 layers" in r.stderr, r.stderr
+
+
+def test_tokens_on_a_network_that_is_not_a_config_json_is_a_one_line_error(cli):
+    r = cli("search", "mlp6", "--tokens", "64", "--trials", "2", *ROOF)
+    assert r.returncode != 0
+    assert "tokens and blocks apply to a Hugging Face config.json" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -35,6 +35,24 @@ def positive_float(text: str) -> float:
     return value
 
 
+NETWORK_HELP = ("preset (mlp6, mlp6-decode, llama8b-block-prefill, ...), a TOML file, a Hugging Face "
+                "config.json[:tokens=N,blocks=N], or MODULE:CALLABLE returning (nn.Module, example_inputs) or a Network")
+
+
+def add_network_arg(p: argparse.ArgumentParser) -> None:
+    """The NETWORK positional and the options of a Hugging Face config.json."""
+    p.add_argument("network", help=NETWORK_HELP)
+    p.add_argument("--tokens", type=positive_int, help="config.json: tokens per forward pass (the GEMMs' M)")
+    p.add_argument("--blocks", type=positive_int, help="config.json: how many decoder blocks (default: all of the model's)")
+
+
+def network_from_args(args: argparse.Namespace) -> Any:
+    """The network the user typed (a MODULE:CALLABLE runs their code: only ever from the command line)."""
+    from mpsearch.network import resolve_network
+
+    return resolve_network(args.network, tokens=getattr(args, "tokens", None), blocks=getattr(args, "blocks", None))
+
+
 def add_backend_args(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
     from mpsearch.backends import backend_names
 

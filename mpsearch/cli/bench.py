@@ -23,13 +23,13 @@ from mpsearch.errors import InvalidSpecError
 
 
 def register(sub: Any) -> None:
-    from mpsearch.cli.args import add_backend_args
+    from mpsearch.cli.args import add_backend_args, add_network_arg
 
     p = sub.add_parser("bench", help="measure one configuration: per-layer and end-to-end latency",
                        description="Measure one configuration of a network and print per-layer and end-to-end "
                                    "latency with their spread, the kernels chosen and their check errors.",
                        epilog="example: mpsearch bench mlp6 --config fp8,fp8,fp16,int8,int8,fp8 --backend cutlass")
-    p.add_argument("network", help="preset (mlp6, llama8b-block-decode, ...) or TOML network file")
+    add_network_arg(p)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--config", help="one format per layer in layer order, e.g. fp8,fp8,fp16,int8,int8,fp8")
     which.add_argument("--config-file", help="TOML file: layer = format (and optionally default = format)")
@@ -68,10 +68,10 @@ def load_config_file(path: str | Path, layer_names: tuple[str, ...]) -> list[str
 def run(args: argparse.Namespace) -> int:
     from mpsearch.backends import make_backend
     from mpsearch.formats import parse_menu
-    from mpsearch.network import resolve_network
+    from mpsearch.cli.args import network_from_args
     from mpsearch.space import SearchSpace
 
-    network = resolve_network(args.network)
+    network = network_from_args(args)
     if args.config_file:
         formats = load_config_file(args.config_file, network.layer_names)
     else:

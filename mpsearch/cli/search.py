@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from mpsearch.cli.args import (
-    add_backend_args, add_coordination_args, add_json_arg, backend_kwargs, coordination_kwargs, positive_float,
-    positive_int,
+    add_backend_args, add_coordination_args, add_json_arg, add_network_arg, backend_kwargs, coordination_kwargs,
+    network_from_args, positive_float, positive_int,
 )
 from mpsearch.cli.output import finish, human_output
 from mpsearch.errors import InvalidSpecError
@@ -40,11 +40,12 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "search", help="run a new multi-objective search",
-        description="Search per-layer number formats for NETWORK (a preset or a TOML file).",
+        description="Search per-layer number formats for NETWORK (a preset, a TOML file, a Hugging Face config.json or "
+                    "a PyTorch model built by MODULE:CALLABLE).",
         epilog="example: mpsearch search mlp6 --trials 60 --sampler tpe --seed 0",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("network", help="preset (mlp6, mlp6-decode, llama8b-block-prefill, ...) or TOML file")
+    add_network_arg(p)
     p.add_argument("--study-name", help="default: the network's name")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db, or journal:studies/NAME.log "
                                      "with --workers N)")
@@ -87,7 +88,7 @@ def register(sub: Any) -> None:
                     "compares searches of the same space with it.",
         epilog="example: mpsearch enumerate mlp6 --formats fp16,fp8,int8",
     )
-    e.add_argument("network")
+    add_network_arg(e)
     e.add_argument("--study-name", help="default: NETWORK-MENU-exhaustive")
     e.add_argument("--storage", help="default: sqlite:///studies/NAME.db")
     e.add_argument("--limit", type=positive_int, default=ENUMERATE_LIMIT,
@@ -111,7 +112,7 @@ def run_search_command(args: argparse.Namespace) -> int:
         raise InvalidSpecError(f"--workers must be an integer >= 0, got {args.workers}")
     with human_output(args.json):
         result = api.search(
-            args.network, formats=args.formats, objectives=args.objective, sampler=args.sampler, seed=args.seed,
+            network_from_args(args), formats=args.formats, objectives=args.objective, sampler=args.sampler, seed=args.seed,
             constraints=args.constraint, storage=args.storage, study_name=args.study_name, workers=args.workers,
             progress=not args.no_progress, log=print, **_budget_kwargs(args), **backend_kwargs(args),
             **coordination_kwargs(args))
@@ -145,7 +146,7 @@ def run_resume_command(args: argparse.Namespace) -> int:
 def run_enumerate_command(args: argparse.Namespace) -> int:
     from mpsearch import api
 
-    result = api.enumerate(args.network, formats=args.formats, objectives=args.objective, study_name=args.study_name,
+    result = api.enumerate(network_from_args(args), formats=args.formats, objectives=args.objective, study_name=args.study_name,
                            storage=args.storage, limit=args.limit, progress=not args.no_progress, log=print,
                            **backend_kwargs(args))
     has_front = finish(result, False)
