@@ -38,8 +38,9 @@ VARIANTS = {  # name -> TimingProtocol keyword arguments
 }
 
 
-def child(args: argparse.Namespace) -> None:
-    from mpsearch.backends.timing import TimingProtocol
+def prepared(args: argparse.Namespace):
+    """mlp6, the backend ``args`` names with every op of the six configurations tuned and checked
+    (so what is timed afterwards is kernels only), and the configurations."""
     from mpsearch.network import preset
     from mpsearch.space import SearchSpace
 
@@ -55,9 +56,16 @@ def child(args: argparse.Namespace) -> None:
         backend = TorchBackend()
     backend.prepare(network, MENU)
     configs = [space.parse_config(c) for c in CONFIGS]
-    for config in configs:  # tune / check every op first, so the variants time kernels only
+    for config in configs:
         for op in network.ops(config.formats):
             backend.op_record(op)
+    return network, backend, configs
+
+
+def child(args: argparse.Namespace) -> None:
+    from mpsearch.backends.timing import TimingProtocol
+
+    network, backend, configs = prepared(args)
     variants = args.variants.split(",")
     k = args.index % len(variants)
     for variant in variants[k:] + variants[:k]:

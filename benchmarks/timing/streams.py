@@ -23,43 +23,17 @@ import sys
 import time
 from pathlib import Path
 
-CONFIGS = (
-    "fp16,fp16,fp16,fp16,fp16,fp16",
-    "fp8_e4m3,fp8_e4m3,fp8_e4m3,fp8_e4m3,fp8_e4m3,fp8_e4m3",
-    "int8,int8,int8,int8,int8,int8",
-    "fp8_e4m3,fp16,int8,fp16,fp8_e4m3,int8",
-    "fp16,fp8_e4m3,fp8_e4m3,int8,int8,fp16",
-    "int8,fp8_e4m3,fp16,fp8_e4m3,fp16,fp8_e4m3",
-)
-MENU = ("fp16", "fp8_e4m3", "int8")
+from repeatability import CONFIGS, prepared  # this folder's script: the same configurations, set up alike
+
 WINDOWS_S = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
 def child(args: argparse.Namespace) -> None:
-    from mpsearch.backends.timing import TimingProtocol, measure
-    from mpsearch.network import preset
-    from mpsearch.space import SearchSpace
-
-    network = preset("mlp6")
-    space = SearchSpace(network, MENU)
-    if args.backend == "cutlass":
-        from mpsearch.backends.cutlass import CutlassBackend
-
-        backend = CutlassBackend(cache_dir=args.cache_dir)
-    else:
-        from mpsearch.backends.pytorch import TorchBackend
-
-        backend = TorchBackend()
-    backend.prepare(network, MENU)
-    configs = [space.parse_config(c) for c in CONFIGS]
     from mpsearch.backends import config_formats
+    from mpsearch.backends.timing import TimingProtocol, measure
 
-    launches = {}
-    for config in configs:  # tune and check every op first, so only the kernels run below
-        formats = config_formats(network, config)
-        for op in network.ops(formats):
-            backend.op_record(op)
-        launches[config.key] = backend.network_launch(network, formats)
+    network, backend, configs = prepared(args)
+    launches = {config.key: backend.network_launch(network, config_formats(network, config)) for config in configs}
     # Never converges (target 0): every configuration is sampled for exactly the stream's length.
     stream = TimingProtocol(target_ci=1e-12, min_sample_s=args.seconds, sample_cap_s=args.seconds, max_samples=10**6)
     k = args.index % len(configs)
