@@ -53,23 +53,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from mpsearch.errors import InvalidSpecError
+from mpsearch.network.layer import MAX_DIM, Layer, tie_name  # noqa: F401  (tie_name re-exported)
 from mpsearch.validation import reserved_layer_name
-
-# Largest dimension accepted: far above any real layer, it catches typos (an extra zero or two).
-MAX_DIM = 1 << 24
-
-
-@dataclass(frozen=True)
-class Layer:
-    name: str
-    m: int
-    n: int
-    k: int
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.m * self.n * self.k
-
 
 @dataclass(frozen=True)
 class Op:
@@ -141,19 +126,19 @@ class Network:
     def from_hf_config(cls, config: str | Path | Mapping[str, Any], *, tokens: int | None = None,
                        blocks: int | None = None, name: str | None = None) -> "Network":
         """The decoder/encoder blocks of a Hugging Face model from its ``config.json`` (a path or the
-        parsed dict): see :func:`mpsearch.network.hf.network_from_hf_config`."""
-        from mpsearch.network.hf import network_from_hf_config
+        parsed dict): see :func:`mpsearch.network.hf.hf_config_fields`."""
+        from mpsearch.network.hf import hf_config_fields
 
-        return network_from_hf_config(config, tokens=tokens, blocks=blocks, name=name)
+        return cls(**hf_config_fields(config, tokens=tokens, blocks=blocks, name=name))
 
     @classmethod
     def from_torch(cls, module: Any, example_inputs: Any, *, name: str | None = None,
                    chained: bool | None = None) -> "Network":
         """The GEMMs a PyTorch ``module`` runs on ``example_inputs``, in execution order: see
-        :func:`mpsearch.network.torch_capture.network_from_torch` (needs torch)."""
-        from mpsearch.network.torch_capture import network_from_torch
+        :func:`mpsearch.network.torch_capture.torch_fields` (needs torch)."""
+        from mpsearch.network.torch_capture import torch_fields
 
-        return network_from_torch(module, example_inputs, name=name, chained=chained)
+        return cls(**torch_fields(module, example_inputs, name=name, chained=chained))
 
     def fingerprint(self) -> str:
         """Hash of what determines latency and capacity (shapes, order, ties, chaining), not names."""
@@ -163,20 +148,6 @@ class Network:
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def tie_name(members: Iterable[str]) -> str:
-    """A group's name from its members' names: their common dotted prefix, then the rest joined by
-    ``+`` (``layers.0.self_attn.q_proj+k_proj+v_proj``), so it reads as what it ties and cannot be a
-    layer's name."""
-    members = list(members)
-    parts = [m.split(".") for m in members]
-    common = 0
-    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
-        common += 1
-    head = ".".join(parts[0][:common])
-    rest = "+".join(".".join(p[common:]) for p in parts)
-    return f"{head}.{rest}" if head else rest
 
 
 def _validate(net: Network, where: str) -> None:
@@ -372,9 +343,8 @@ def load_network(path: str | Path) -> Network:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        from mpsearch.network.presets import PRESETS
-
-        raise InvalidSpecError(f"{path}: no such network file; give a TOML file or a preset ({', '.join(PRESETS)})") from None
+        raise InvalidSpecError(f"{path}: no such network file; give a TOML file, a config.json or a preset name "
+                               "(mpsearch search --help lists them)") from None
     except OSError as err:
         raise InvalidSpecError(f"{path}: cannot read the network file: {err.strerror}") from None
     except UnicodeDecodeError as err:

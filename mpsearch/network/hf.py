@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mpsearch.errors import InvalidSpecError
-from mpsearch.network.core import MAX_DIM, Layer, Network, tie_name
+from mpsearch.network.layer import MAX_DIM, Layer, tie_name
 
 _MISSING = object()
 
@@ -148,10 +148,11 @@ def read_hf_config(config: str | Path | Mapping[str, Any]) -> tuple[dict[str, An
     return data, str(path)
 
 
-def network_from_hf_config(config: str | Path | Mapping[str, Any], *, tokens: int | None = None,
-                           blocks: int | None = None, name: str | None = None) -> Network:
+def hf_config_fields(config: str | Path | Mapping[str, Any], *, tokens: int | None = None,
+                     blocks: int | None = None, name: str | None = None) -> dict[str, Any]:
     """The first ``blocks`` blocks (default: all, ``num_hidden_layers``) of the model that ``config``
-    describes, each GEMM with ``m = tokens`` rows (batch × sequence length; required except for ViT).
+    describes, each GEMM with ``m = tokens`` rows (batch × sequence length; required except for ViT),
+    as the fields of a :class:`~mpsearch.network.Network` (``Network(**fields)``).
 
     ``config``: a path to ``config.json``, the folder holding it, or the parsed dict. ``name``: the
     network's name (default: the config's ``_name_or_path`` or ``model_type``, then blocks and tokens).
@@ -190,4 +191,5 @@ def network_from_hf_config(config: str | Path | Mapping[str, Any], *, tokens: in
     default_name = re.sub(r"[^A-Za-z0-9._+=-]+", "-", f"{base}-{blocks}blocks-{tokens}tok").strip("-.")
     description = (f"{blocks} of {depth} {model_type} blocks ({len(gemms)} GEMMs each) at {tokens} tokens, "
                    f"from {source}")
-    return Network(name or default_name, tuple(layers), tuple(groups), chained=False, description=description)
+    return {"name": name or default_name, "layers": tuple(layers), "groups": tuple(groups), "chained": False,
+            "description": description}

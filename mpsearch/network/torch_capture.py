@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from mpsearch.errors import InvalidSpecError
-from mpsearch.network.core import Layer, Network, tie_name
+from mpsearch.network.layer import Layer, tie_name
 
 # Operations through which a GEMM's output still counts as that GEMM's output for chaining: they
 # can run in the GEMM's epilogue. Matched by function name (torch.relu, F.relu and Tensor.relu alike).
@@ -134,10 +134,11 @@ def _split_inputs(example_inputs: Any, torch: Any) -> tuple[tuple, dict]:
                            f"inputs, got {type(example_inputs).__name__}")
 
 
-def network_from_torch(module: Any, example_inputs: Any, *, name: str | None = None,
-                       chained: bool | None = None) -> Network:
+def torch_fields(module: Any, example_inputs: Any, *, name: str | None = None,
+                 chained: bool | None = None) -> dict[str, Any]:
     """The GEMMs ``module`` runs on ``example_inputs`` (a tensor, a tuple of positional inputs or a
-    dict of keyword inputs), as a :class:`Network` named ``name`` (default: the module's class name).
+    dict of keyword inputs), as the fields of a :class:`~mpsearch.network.Network` (``Network(**fields)``)
+    named ``name`` (default: the module's class name).
 
     ``chained``: None detects it (see the module docstring); True/False overrides. Raises
     InvalidSpecError (one line) without torch, when the forward pass fails, or when it runs no GEMM
@@ -178,7 +179,7 @@ def network_from_torch(module: Any, example_inputs: Any, *, name: str | None = N
     return _network(capture.records, name or type(module).__name__, chained, type(module).__name__)
 
 
-def _network(records: list[dict[str, Any]], name: str, chained: bool | None, what: str) -> Network:
+def _network(records: list[dict[str, Any]], name: str, chained: bool | None, what: str) -> dict[str, Any]:
     if not records:
         raise InvalidSpecError(f"{what} ran no nn.Linear and no matmul with a weight parameter on the example "
                                "inputs: there is no GEMM to search")
@@ -213,4 +214,4 @@ def _network(records: list[dict[str, Any]], name: str, chained: bool | None, wha
         chained = len(records) > 1 and all(records[i]["source"] == i - 1 for i in range(1, len(records)))
     kind = "chained" if chained else "unchained"
     description = f"{len(layers)} GEMMs captured from {what} ({kind}, {len(groups)} tied groups)"
-    return Network(name, layers, groups, chained, description)
+    return {"name": name, "layers": layers, "groups": groups, "chained": chained, "description": description}
