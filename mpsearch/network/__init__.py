@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mpsearch.errors import InvalidSpecError
-from mpsearch.network.core import MAX_DIM, Layer, Network, Op, load_network, tie_name
+from mpsearch.network.core import MAX_DIM, Layer, Network, Op, load_network
+from mpsearch.network.layer import tie_name
 from mpsearch.network.presets import PRESETS, preset
 
 __all__ = ["Layer", "Network", "Op", "MAX_DIM", "PRESETS", "load_network", "preset", "resolve_network", "tie_name"]

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from mpsearch.errors import InvalidSpecError
-from mpsearch.network.layer import MAX_DIM, Layer, tie_name  # noqa: F401  (tie_name re-exported)
+from mpsearch.network.layer import MAX_DIM, Layer
 from mpsearch.validation import reserved_layer_name
 
 @dataclass(frozen=True)
