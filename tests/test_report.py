@@ -283,3 +283,35 @@ def test_a_study_without_complete_trials_reports_its_failures_and_no_front(stora
     summary = json.loads((out / "summary.json").read_text())
     assert summary["front_size"] == 0 and summary["hypervolume"] is None and summary["reference_point"] is None
     assert not (out / "formats_heatmap.png").exists() and (out / "pareto.png").exists()
+
+
+@pytest.mark.parametrize("missing", [("rich", "matplotlib", "plotly"), ("matplotlib",)])
+def test_the_report_writes_tables_csv_and_json_without_the_optional_packages(searched, storage, tmp_path, missing):
+    # The core dependencies alone (a fresh `pip install mpsearch`) must give the table, CSV and JSON;
+    # plots are skipped with one line naming the extra that brings them.
+    from tests.test_import_light import run_blocked
+
+    code = f"""
+from pathlib import Path
+from mpsearch.report import StudyRef, compute_report
+from mpsearch.report.render import print_summary, write_report
+report = compute_report(StudyRef("search", {storage!r}), exhaustive=False)
+print_summary(report)
+written = write_report(report, Path({str(tmp_path / 'out')!r}))
+print("WROTE", sorted(p.name for p in written))
+"""
+    r = run_blocked(missing, code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["front.csv", "summary.json", "summary.txt", "trials.csv",
+                                                      "trials.json"]
+    front = pd.read_csv(out / "front.csv")
+    assert list(front["config"]) == list(compute_report(StudyRef("search", storage), exhaustive=False).front["config"])
+    assert json.loads((out / "summary.json").read_text())["study"] == "search"
+    # The front's configurations are in the printed table and in summary.txt.
+    for key in front["config"]:
+        first = key.split(",")[0].replace("fp8_e4m3", "fp8")
+        assert first in r.stdout
+    assert "Pareto front" in r.stdout and "Pareto front" in (out / "summary.txt").read_text()
+    hint = [line for line in r.stderr.splitlines() if "plots skipped" in line]
+    assert len(hint) == 1 and "matplotlib" in hint[0] and "pip install 'mpsearch[plot]'" in hint[0]
