@@ -11,6 +11,7 @@ from mpsearch.cli import main
 from mpsearch.errors import InvalidSpecError
 from mpsearch.network import Layer, Network
 from mpsearch.report import StudyRef, compute_report, parse_study_ref
+from mpsearch.search import attrs as A
 from mpsearch.search.record import CONFIG_ATTR, REPEAT_ATTR, SPEC_KEY, StudySpec, read_spec
 from mpsearch.space import SearchSpace, capacity
 
@@ -36,11 +37,11 @@ def add_trial(study, config, *, state="COMPLETE", repeat_of=None, infeasible=Fal
     values = None
     if state == "COMPLETE":
         values = [fake_latency(config), float(capacity(NET, config))]
-        attrs.update({"latency_source": "model", "latency_device": device, "latency_detail": "made-up test model"})
+        attrs.update({A.LATENCY_SOURCE: "model", A.LATENCY_DEVICE: device, A.LATENCY_DETAIL: "made-up test model"})
         if infeasible:
             values = [0.01, 1e9]  # better than anything: only its infeasibility keeps it off the front
     else:
-        attrs["fail_reason"] = "made to fail by the test"
+        attrs[A.FAIL] = "made to fail by the test"
     if repeat_of is not None:
         attrs[REPEAT_ATTR] = repeat_of
     trial = optuna.trial.create_trial(

@@ -8,6 +8,7 @@ from mpsearch.backends.base import BackendCapabilities, LatencyBackend, LatencyR
 from mpsearch.errors import KernelCheckError, UnsupportedConfigError
 from mpsearch.network import Layer, Network
 from mpsearch.objectives import CapacityObjective, LatencyObjective
+from mpsearch.search import attrs
 from mpsearch.search.attrs import CONFIG, REPEAT
 from mpsearch.search.run import Budget, is_feasible, run_search
 from mpsearch.space import SearchSpace
@@ -97,7 +98,7 @@ def test_search_stops_when_every_configuration_is_measured():
     outcome = run_search(study, space, objectives, Budget(trials=100), progress=False)
     assert outcome.measured == space.size == 8
     assert "every configuration of the space is measured" in outcome.stop_reason
-    assert study.user_attrs["stop_reason"] == outcome.stop_reason
+    assert study.user_attrs[attrs.STOP] == outcome.stop_reason
 
 
 def test_a_failing_kernel_fails_its_trial_with_the_reason_and_the_search_goes_on():
@@ -106,10 +107,10 @@ def test_a_failing_kernel_fails_its_trial_with_the_reason_and_the_search_goes_on
     outcome = run_search(study, space, objectives, Budget(trials=5), progress=False)
     first = study.trials[0]
     assert first.state == optuna.trial.TrialState.FAIL
-    assert "failed its check (rel. error 1.17)" in first.user_attrs["fail_reason"]
+    assert "failed its check (rel. error 1.17)" in first.user_attrs[attrs.FAIL]
     # A failed configuration may be tried again (a failure can be transient); the others go on.
     assert outcome.failed == backend.calls["int8,int8,int8"] >= 1 and outcome.measured == 5
-    measured_ok = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs]
+    measured_ok = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and REPEAT not in t.user_attrs]
     assert len(measured_ok) == 5 - outcome.failed
 
 
@@ -121,9 +122,9 @@ def test_unsupported_configurations_are_infeasible_kept_off_the_front_and_not_re
     outcome = run_search(study, space, objectives, Budget(trials=8), progress=False)
     assert backend.calls[bad] == 1
     assert outcome.infeasible == 1
-    infeasible = [t for t in study.trials if t.user_attrs["config"] == bad]
+    infeasible = [t for t in study.trials if t.user_attrs[CONFIG] == bad]
     assert len(infeasible) >= 3 and not any(is_feasible(t) for t in infeasible)
-    assert bad not in {t.user_attrs["config"] for t in study.best_trials}
+    assert bad not in {t.user_attrs[CONFIG] for t in study.best_trials}
 
 
 def test_ten_failures_in_a_row_stop_the_search_with_the_last_reason():
@@ -157,5 +158,5 @@ def test_trials_record_where_their_latency_came_from():
     backend, space, objectives, study = setup()
     run_search(study, space, objectives, Budget(trials=2), progress=False, device="FakeGPU")
     t = study.trials[0]
-    assert t.user_attrs["latency_source"] == "model" and t.user_attrs["latency_device"] == "FakeGPU"
+    assert t.user_attrs[attrs.LATENCY_SOURCE] == "model" and t.user_attrs[attrs.LATENCY_DEVICE] == "FakeGPU"
     assert t.user_attrs["device"] == "FakeGPU"

@@ -56,15 +56,6 @@ def _trial_ids_with_attr(study: Any, key: str, states: Sequence[Any], value: Any
         return [(r[0], r[1]) for r in query.order_by(T.number).all()]
 
 
-def trials_with_config(study: Any, key: str, states: Sequence[Any], exclude: int | None = None) -> list[Any]:
-    """The study's trials in ``states`` whose configuration (user attr ``config``) is ``key``, read
-    from the storage now, by number; ``exclude``: a trial id left out (the caller's own trial)."""
-    if rdb_backend(study._storage) is None:
-        return [t for t in study.get_trials(deepcopy=False, states=tuple(states))
-                if t.user_attrs.get(CONFIG) == key and t._trial_id != exclude]
-    return [study._storage.get_trial(i) for i, _ in _trial_ids_with_attr(study, CONFIG, states, key, exclude)]
-
-
 def trials_with_attr(study: Any, key: str, states: Sequence[Any]) -> list[Any]:
     """The study's trials in ``states`` that carry user attribute ``key``, by number."""
     if rdb_backend(study._storage) is None:
@@ -107,3 +98,54 @@ def trials_in_state(study: Any, state: Any, exclude: int | None = None) -> list[
             query = query.filter(T.trial_id != exclude)
         ids = [r[0] for r in query.order_by(T.number).all()]
     return [study._storage.get_trial(i) for i in ids]
+
+
+class ConfigIndex:
+    """Which configurations the study has measured and which its RUNNING trials hold, read
+    incrementally: each :meth:`refresh` reads only the trials created, or unfinished, since the one
+    before (on an RDB storage one query by trial id, reading the ``config`` attribute alone; elsewhere
+    a pass over Optuna's list, which is in memory).
+
+    ``done``: configuration → id of a COMPLETE trial of it (the first seen). ``running``: id of a
+    RUNNING trial → its configuration (once it has claimed one)."""
+
+    def __init__(self, study: Any):
+        self.study = study
+        self.done: dict[str, int] = {}
+        self.running: dict[int, str] = {}
+        self._after = -1  # every trial with a larger id is new to the next refresh
+        self._open: set[int] = set()  # ids at most _after that were not finished: read again
+
+    def refresh(self) -> None:
+        from optuna.trial import TrialState
+
+        for trial_id, state, key in self._rows():
+            self._after = max(self._after, trial_id)
+            if state.is_finished():
+                self._open.discard(trial_id)
+                self.running.pop(trial_id, None)
+                if state == TrialState.COMPLETE and key:
+                    self.done.setdefault(key, trial_id)
+            else:
+                self._open.add(trial_id)
+                if state == TrialState.RUNNING and key:
+                    self.running[trial_id] = key
+
+    def _rows(self) -> list[tuple[int, Any, str | None]]:
+        backend = rdb_backend(self.study._storage)
+        if backend is None:
+            return [(t._trial_id, t.state, t.user_attrs.get(CONFIG))
+                    for t in self.study._storage.get_all_trials(self.study._study_id, deepcopy=False)
+                    if t._trial_id > self._after or t._trial_id in self._open]
+        import sqlalchemy
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        T, A = models.TrialModel, models.TrialUserAttributeModel
+        new = T.trial_id > self._after
+        where = sqlalchemy.or_(new, T.trial_id.in_(sorted(self._open))) if self._open else new
+        with _create_scoped_session(backend.scoped_session) as session:
+            rows = (session.query(T.trial_id, T.state, A.value_json)
+                    .outerjoin(A, sqlalchemy.and_(A.trial_id == T.trial_id, A.key == CONFIG))
+                    .filter(T.study_id == self.study._study_id, where).order_by(T.trial_id).all())
+        return [(i, state, json.loads(text) if text else None) for i, state, text in rows]

@@ -38,7 +38,7 @@ from mpsearch.search.record import (
 )
 from mpsearch.search.study import store_reference_point
 from mpsearch.search.workers import COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator
-from mpsearch.search.lookups import measured_config_ids, trials_with_config
+from mpsearch.search.lookups import ConfigIndex, measured_config_ids
 from mpsearch.search.writes import buffered
 from mpsearch.space import SearchSpace
 
@@ -150,7 +150,9 @@ def run_search(
                     + ("; its configuration is queued to be measured again" if gone.requeued else ""))
     start = time.monotonic()
     # Configuration → id of the trial that measured it: ids only, a trial is read when it is needed.
-    known = measured_config_ids(study)
+    index = ConfigIndex(study)
+    index.refresh()
+    known = index.done
     last_refresh = time.monotonic()
     newest = -1  # the number of the newest trial this loop asked: the study holds at least newest + 1
     front = _Front(study) if budget.patience is not None else None
@@ -218,8 +220,7 @@ def run_search(
                 # asks only about its own configuration): once the study holds enough trials to
                 # cover the space, at most once per heartbeat interval.
                 last_refresh = time.monotonic()
-                for key, trial_id in measured_config_ids(study).items():
-                    known.setdefault(key, trial_id)
+                index.refresh()
 
             # Born owned: a worker killed right after this leaves a trial the next sweep can tell is dead.
             trial = coord.ask(study)
@@ -236,13 +237,12 @@ def run_search(
 
                 rivals = []
                 if config.key not in known:  # another worker may have measured it, or be measuring it
-                    for t in trials_with_config(study, config.key, (optuna.trial.TrialState.COMPLETE,
-                                                                    optuna.trial.TrialState.RUNNING),
-                                                exclude=trial._trial_id):
-                        if t.state == optuna.trial.TrialState.COMPLETE:
-                            known.setdefault(config.key, t._trial_id)
-                        elif REPEAT_ATTR not in t.user_attrs and COLLISION_ATTR not in t.user_attrs:
-                            rivals.append(t)  # (a repeat or a backed-off trial never measures)
+                    index.refresh()
+                    for rival_id in [i for i, key in index.running.items() if key == config.key and i != trial._trial_id]:
+                        t = study._storage.get_trial(rival_id)
+                        if (t.state == optuna.trial.TrialState.RUNNING and REPEAT_ATTR not in t.user_attrs
+                                and COLLISION_ATTR not in t.user_attrs):  # a repeat or a backed-off trial never measures
+                            rivals.append(t)
                 prior = study._storage.get_trial(known[config.key]) if config.key in known else None
                 if prior is not None:
                     trial.set_user_attr(REPEAT_ATTR, prior.number)
