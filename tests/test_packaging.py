@@ -89,7 +89,8 @@ def test_a_search_from_the_installed_wheel_replays_the_packaged_recording(instal
     r = _run([str(mpsearch), "search", "mlp6", "--trials", "5", "--backend", "replay", "--no-progress"], cwd=work)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     backend_line = next(line for line in r.stdout.splitlines() if line.startswith("backend:"))
-    assert "recorded NVIDIA H100 80GB HBM3 data" in backend_line and "roofline" not in backend_line
+    assert backend_line.startswith("backend: replay") and "NVIDIA H100 80GB HBM3" in backend_line
+    assert "roofline" not in backend_line
     assert f"{os.sep}site-packages{os.sep}mpsearch{os.sep}data{os.sep}recordings{os.sep}h100" in backend_line
     assert "measured 5 configurations" in r.stdout
     assert (work / "studies" / "mlp6.db").is_file()
