@@ -244,3 +244,30 @@ def test_a_transformer_block_shares_weights_between_layers_of_one_shape():
     lo, hi = st.offsets["op"]
     assert hi - lo == 4 * 3 + 2 * 2
     assert st.offsets["out"][1] - st.offsets["out"][0] == 0  # unchained: no boundary weights
+
+
+def test_the_sampler_imports_and_proposes_without_scipy():
+    # scipy is not a core dependency (it served two Cholesky solves): the sampler runs on numpy alone.
+    from tests.test_import_light import run_blocked
+
+    code = """
+import sys, optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+from tests.test_layerwise import MENU, DIRS, _net, _additive_latency, _sampler
+from mpsearch.space import SearchSpace, capacity
+space = SearchSpace(_net(4), MENU)
+latency = _additive_latency(space)
+study = optuna.create_study(directions=DIRS, sampler=_sampler(space))
+keys = []
+def objective(trial):
+    config = space.suggest(trial)
+    keys.append(config.key)
+    return latency(config), float(capacity(space.network, config))
+study.optimize(objective, n_trials=14)
+assert not any(m.split(".")[0] == "scipy" for m in sys.modules)
+print(len(keys), len(set(keys)))
+"""
+    r = run_blocked(("scipy",), code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # 14 proposals, all distinct (past the first random ones, the model proposes).
+    assert r.stdout.split()[-2:] == ["14", "14"]

@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from mpsearch.errors import InvalidSpecError
+from mpsearch.search.attrs import CONFIG
 from mpsearch.search.constraints import Constraint, best_feasible, parse_constraint, stored_constraints
 
 ROOF = ("--backend", "roofline", "--no-progress")
@@ -29,7 +30,7 @@ def test_a_latency_bound_is_on_every_trial_and_the_search_names_the_best_configu
     meeting = [t for t in study.trials if t.values[0] <= 3.2]
     best = max(meeting, key=lambda t: (t.values[1], -t.values[0]))
     line = next(l for l in r.stdout.splitlines() if l.startswith("best configuration meeting latency<=3.2"))
-    assert f"trial {best.number} " in line and best.user_attrs["config"] in line
+    assert f"trial {best.number} " in line and best.user_attrs[CONFIG] in line
     # Optuna's own front holds only trials that meet the bound.
     assert all(t.values[0] <= 3.2 for t in study.best_trials)
     report = cli("report", "mlp6", "--no-files", "--no-exhaustive")

@@ -182,8 +182,10 @@ def test_provenance_carries_the_recording_and_its_checksums(backend):
     json.dumps(prov)
 
 
-def test_the_default_data_root_is_studies_data_of_the_checkout():
-    assert default_data_root() == Path(mpsearch.__file__).resolve().parents[1] / "studies" / "data"
+def test_the_default_data_root_is_the_recordings_shipped_inside_the_package():
+    root = default_data_root()
+    assert root == Path(mpsearch.__file__).resolve().parent / "data" / "recordings"
+    assert (root / "h100" / "provenance.json").is_file()
 
 
 def test_the_env_variable_points_at_the_recordings(monkeypatch, tmp_path):

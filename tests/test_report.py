@@ -11,6 +11,7 @@ from mpsearch.cli import main
 from mpsearch.errors import InvalidSpecError
 from mpsearch.network import Layer, Network
 from mpsearch.report import StudyRef, compute_report, parse_study_ref
+from mpsearch.search import attrs as A
 from mpsearch.search.record import CONFIG_ATTR, REPEAT_ATTR, SPEC_KEY, StudySpec, read_spec
 from mpsearch.space import SearchSpace, capacity
 
@@ -36,11 +37,11 @@ def add_trial(study, config, *, state="COMPLETE", repeat_of=None, infeasible=Fal
     values = None
     if state == "COMPLETE":
         values = [fake_latency(config), float(capacity(NET, config))]
-        attrs.update({"latency_source": "model", "latency_device": device, "latency_detail": "made-up test model"})
+        attrs.update({A.LATENCY_SOURCE: "model", A.LATENCY_DEVICE: device, A.LATENCY_DETAIL: "made-up test model"})
         if infeasible:
             values = [0.01, 1e9]  # better than anything: only its infeasibility keeps it off the front
     else:
-        attrs["fail_reason"] = "made to fail by the test"
+        attrs[A.FAIL] = "made to fail by the test"
     if repeat_of is not None:
         attrs[REPEAT_ATTR] = repeat_of
     trial = optuna.trial.create_trial(
@@ -283,3 +284,35 @@ def test_a_study_without_complete_trials_reports_its_failures_and_no_front(stora
     summary = json.loads((out / "summary.json").read_text())
     assert summary["front_size"] == 0 and summary["hypervolume"] is None and summary["reference_point"] is None
     assert not (out / "formats_heatmap.png").exists() and (out / "pareto.png").exists()
+
+
+@pytest.mark.parametrize("missing", [("rich", "matplotlib", "plotly"), ("matplotlib",)])
+def test_the_report_writes_tables_csv_and_json_without_the_optional_packages(searched, storage, tmp_path, missing):
+    # The core dependencies alone (a fresh `pip install mpsearch`) must give the table, CSV and JSON;
+    # plots are skipped with one line naming the extra that brings them.
+    from tests.test_import_light import run_blocked
+
+    code = f"""
+from pathlib import Path
+from mpsearch.report import StudyRef, compute_report
+from mpsearch.report.render import print_summary, write_report
+report = compute_report(StudyRef("search", {storage!r}), exhaustive=False)
+print_summary(report)
+written = write_report(report, Path({str(tmp_path / 'out')!r}))
+print("WROTE", sorted(p.name for p in written))
+"""
+    r = run_blocked(missing, code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["front.csv", "summary.json", "summary.txt", "trials.csv",
+                                                      "trials.json"]
+    front = pd.read_csv(out / "front.csv")
+    assert list(front["config"]) == list(compute_report(StudyRef("search", storage), exhaustive=False).front["config"])
+    assert json.loads((out / "summary.json").read_text())["study"] == "search"
+    # The front's configurations are in the printed table and in summary.txt.
+    for key in front["config"]:
+        first = key.split(",")[0].replace("fp8_e4m3", "fp8")
+        assert first in r.stdout
+    assert "Pareto front" in r.stdout and "Pareto front" in (out / "summary.txt").read_text()
+    hint = [line for line in r.stderr.splitlines() if "plots skipped" in line]
+    assert len(hint) == 1 and "matplotlib" in hint[0] and "pip install 'mpsearch[plot]'" in hint[0]

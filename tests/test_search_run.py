@@ -8,9 +8,12 @@ from mpsearch.backends.base import BackendCapabilities, LatencyBackend, LatencyR
 from mpsearch.errors import KernelCheckError, UnsupportedConfigError
 from mpsearch.network import Layer, Network
 from mpsearch.objectives import CapacityObjective, LatencyObjective
+from mpsearch.search import attrs
+from mpsearch.search.attrs import CONFIG, REPEAT
 from mpsearch.search.run import Budget, is_feasible, run_search
 from mpsearch.space import SearchSpace
 
+COMPLETE = optuna.trial.TrialState.COMPLETE
 NET = Network("t3", (Layer("a", 16, 64, 64), Layer("b", 16, 64, 64), Layer("c", 16, 64, 64)))
 
 
@@ -52,10 +55,42 @@ def test_trial_budget_counts_distinct_measurements_and_nothing_is_measured_twice
     outcome = run_search(study, space, objectives, Budget(trials=6), progress=False)
     assert outcome.measured == 6
     assert len(backend.calls) == 6 and set(backend.calls.values()) == {1}
-    repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
-    assert len(repeats) == outcome.repeats
-    for t in repeats:  # a repeat carries the values of the trial that measured it
-        assert t.values == study.trials[t.user_attrs["repeat_of"]].values
+    repeats = [t for t in study.trials if REPEAT in t.user_attrs]
+    assert len(repeats) == outcome.repeats > 0
+    for t in repeats:  # a repeat names the trial that measured its configuration, and measured nothing
+        measured = study.trials[t.user_attrs[REPEAT]]
+        assert measured.state == COMPLETE and measured.user_attrs[CONFIG] == t.user_attrs[CONFIG]
+        assert t.state == optuna.trial.TrialState.PRUNED and t.values is None
+
+
+def test_a_repeated_proposal_is_not_a_second_complete_trial_so_fronts_list_each_configuration_once():
+    # RandomSampler over 8 configurations proposes some again: those must not be stored as
+    # measurements (optuna-dashboard would list the copies among the best trials).
+    backend, space, objectives, study = setup()
+    outcome = run_search(study, space, objectives, Budget(trials=8), progress=False)
+    assert outcome.repeats > 0
+    complete = [t for t in study.trials if t.state == COMPLETE]
+    keys = [t.user_attrs[CONFIG] for t in complete]
+    assert len(keys) == len(set(keys)) == outcome.measured == 8
+    best = [t.user_attrs[CONFIG] for t in study.best_trials]
+    assert len(best) == len(set(best))
+    assert {t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED} == \
+        {t.number for t in study.trials if REPEAT in t.user_attrs}
+
+
+def test_the_sampler_is_told_of_every_trial_repeats_included():
+    told = []
+
+    class Recording(optuna.samplers.RandomSampler):
+        def after_trial(self, study, trial, state, values):
+            told.append((trial.number, state))
+            super().after_trial(study, trial, state, values)
+
+    backend, space, objectives, study = setup(sampler=Recording(seed=0))
+    outcome = run_search(study, space, objectives, Budget(trials=8), progress=False)
+    assert outcome.repeats > 0
+    assert [n for n, _ in told] == [t.number for t in study.trials]
+    assert sum(state == optuna.trial.TrialState.PRUNED for _, state in told) == outcome.repeats
 
 
 def test_search_stops_when_every_configuration_is_measured():
@@ -63,7 +98,7 @@ def test_search_stops_when_every_configuration_is_measured():
     outcome = run_search(study, space, objectives, Budget(trials=100), progress=False)
     assert outcome.measured == space.size == 8
     assert "every configuration of the space is measured" in outcome.stop_reason
-    assert study.user_attrs["stop_reason"] == outcome.stop_reason
+    assert study.user_attrs[attrs.STOP] == outcome.stop_reason
 
 
 def test_a_failing_kernel_fails_its_trial_with_the_reason_and_the_search_goes_on():
@@ -72,10 +107,10 @@ def test_a_failing_kernel_fails_its_trial_with_the_reason_and_the_search_goes_on
     outcome = run_search(study, space, objectives, Budget(trials=5), progress=False)
     first = study.trials[0]
     assert first.state == optuna.trial.TrialState.FAIL
-    assert "failed its check (rel. error 1.17)" in first.user_attrs["fail_reason"]
+    assert "failed its check (rel. error 1.17)" in first.user_attrs[attrs.FAIL]
     # A failed configuration may be tried again (a failure can be transient); the others go on.
     assert outcome.failed == backend.calls["int8,int8,int8"] >= 1 and outcome.measured == 5
-    measured_ok = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs]
+    measured_ok = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and REPEAT not in t.user_attrs]
     assert len(measured_ok) == 5 - outcome.failed
 
 
@@ -87,9 +122,9 @@ def test_unsupported_configurations_are_infeasible_kept_off_the_front_and_not_re
     outcome = run_search(study, space, objectives, Budget(trials=8), progress=False)
     assert backend.calls[bad] == 1
     assert outcome.infeasible == 1
-    infeasible = [t for t in study.trials if t.user_attrs["config"] == bad]
+    infeasible = [t for t in study.trials if t.user_attrs[CONFIG] == bad]
     assert len(infeasible) >= 3 and not any(is_feasible(t) for t in infeasible)
-    assert bad not in {t.user_attrs["config"] for t in study.best_trials}
+    assert bad not in {t.user_attrs[CONFIG] for t in study.best_trials}
 
 
 def test_ten_failures_in_a_row_stop_the_search_with_the_last_reason():
@@ -123,5 +158,5 @@ def test_trials_record_where_their_latency_came_from():
     backend, space, objectives, study = setup()
     run_search(study, space, objectives, Budget(trials=2), progress=False, device="FakeGPU")
     t = study.trials[0]
-    assert t.user_attrs["latency_source"] == "model" and t.user_attrs["latency_device"] == "FakeGPU"
+    assert t.user_attrs[attrs.LATENCY_SOURCE] == "model" and t.user_attrs[attrs.LATENCY_DEVICE] == "FakeGPU"
     assert t.user_attrs["device"] == "FakeGPU"

@@ -2,7 +2,7 @@
 
 Names: ``cutlass`` (measured on this machine's GPU with tuned CUTLASS kernels), ``torch`` (measured
 with the kernels PyTorch runs: cuBLAS), ``replay`` (recorded on a GPU, served from
-``studies/data/<recording>/``), ``roofline`` (modelled from datasheet peaks), and ``auto``, which
+``mpsearch/data/recordings/<recording>/``), ``roofline`` (modelled from datasheet peaks), and ``auto``, which
 takes the first that can work here, in that order, and says why. The GPU backends take a timing
 regime (``sustained`` or ``burst``; :mod:`mpsearch.backends.timing`).
 

@@ -1,6 +1,6 @@
-"""The replay backend: latencies recorded on a real GPU, served from ``studies/data/<recording>/``.
+"""The replay backend: latencies recorded on a real GPU, served from ``mpsearch/data/recordings/<recording>/``.
 
-A recording (format: ``studies/data/README.md``) holds per-op latencies (``ops.csv``) and end-to-end
+A recording (format: ``mpsearch/data/recordings/README.md``) holds per-op latencies (``ops.csv``) and end-to-end
 latencies of whole configurations (``networks.csv``), with the device and versions they were
 recorded with (``provenance.json``). A configuration recorded end to end is served as recorded
 (``detail`` "end-to-end recording"); any other is the sum of its ops' recorded medians (``detail``
@@ -9,7 +9,7 @@ recording lacks is refused with :class:`UnsupportedConfigError` naming the op an
 replay never guesses.
 
 Where recordings are looked for: the ``data`` argument (``--data``), else ``$MPSEARCH_DATA``, else
-``studies/data/`` of this checkout. That path may be one recording or a directory of recordings;
+the recordings shipped inside the package (``mpsearch/data/recordings/``, also in an installed wheel). That path may be one recording or a directory of recordings;
 among several, those whose directory name, device or arch matches ``device`` are candidates, and the
 newest one (by its provenance date) that covers the network is used.
 """
@@ -111,11 +111,12 @@ class Recording:
 # --- finding and loading ----------------------------------------------------------------------
 
 def default_data_root() -> Path:
-    return Path(mpsearch.__file__).resolve().parents[1] / "studies" / "data"
+    """The recordings shipped with the package (package data, so an installed wheel has them too)."""
+    return Path(mpsearch.__file__).resolve().parent / "data" / "recordings"
 
 
 def data_root(data: str | os.PathLike | None = None) -> Path:
-    """Where recordings are looked for: ``data``, else $MPSEARCH_DATA, else this checkout's studies/data."""
+    """Where recordings are looked for: ``data``, else $MPSEARCH_DATA, else the package's shipped recordings."""
     if data:
         return Path(data)
     env = os.environ.get(DATA_ENV)
@@ -146,13 +147,13 @@ def choose_recording(root: Path, device: str | None = None, network: Network | N
     newest (by its provenance date) that covers ``network`` over its device's default menu, else the
     newest."""
     found = find_recordings(root)
-    where = f"{root} (set by --data, ${DATA_ENV} or the default studies/data/)"
+    where = f"{root} (set by --data, ${DATA_ENV} or the recordings shipped with mpsearch)"
     if not root.exists():
         raise BackendUnavailableError(f"no recording: {where} does not exist; check the path")
     if not found:
         raise BackendUnavailableError(
             f"no recording in {where}: a recording is a directory with {', '.join(FILES)} "
-            "(see studies/data/README.md); record one on a GPU or use --backend roofline"
+            "(see mpsearch/data/recordings/README.md); record one on a GPU or use --backend roofline"
         )
     if device:
         found = [p for p in found if _matches(p, _read_provenance(p / "provenance.json"), device)]
@@ -178,7 +179,7 @@ def load_recording(path: str | os.PathLike) -> Recording:
         f = path / name
         if not f.is_file():
             raise BackendUnavailableError(
-                f"recording {path} lacks {name}: a recording needs {', '.join(FILES)} (see studies/data/README.md)"
+                f"recording {path} lacks {name}: a recording needs {', '.join(FILES)} (see mpsearch/data/recordings/README.md)"
             )
         st = f.stat()
         stamps.append((st.st_mtime_ns, st.st_size))

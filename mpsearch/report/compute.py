@@ -22,6 +22,7 @@ import pandas as pd
 
 from mpsearch.errors import InvalidSpecError, StorageError
 from mpsearch.network import Network
+from mpsearch.search import attrs
 from mpsearch.search.hypervolume import hypervolume
 from mpsearch.search.record import SPEC_KEY, StudySpec, read_spec
 from mpsearch.search.results import objective_names, pareto_frame, trials_frame
@@ -259,7 +260,7 @@ def compute_report(ref: StudyRef, *, exhaustive: StudyRef | None | bool = True,
 
     trials = _with_layers(trials_frame(study), layers)
     # How each latency was obtained ("end-to-end recording", "sum of recorded per-op latencies", ...).
-    detail = {t.number: t.user_attrs.get("latency_detail", "") for t in study.get_trials(deepcopy=False)}
+    detail = {t.number: t.user_attrs.get(attrs.LATENCY_DETAIL, "") for t in study.get_trials(deepcopy=False)}
     trials["latency_detail"] = trials["trial"].map(detail)
     x = "latency" if "latency" in objectives else objectives[0]
     # Where each front latency came from, next to the number (it is a column of trials too).

@@ -1,6 +1,8 @@
 """Draw a computed report: PNG and HTML Pareto plots, the per-layer format heat-map, CSV/JSON files and
 the terminal summary. matplotlib, plotly and rich are imported inside the functions that use them,
-so ``import mpsearch`` (and ``mpsearch --help``) stays light.
+so ``import mpsearch`` (and ``mpsearch --help``) stays light, and the tables, CSV and JSON need none
+of them: without rich the summary is plain text, without matplotlib/plotly the plots are skipped
+with a one-line hint naming the ``plot`` extra.
 """
 
 from __future__ import annotations
@@ -262,34 +264,39 @@ def _comparison_xlabel(reports: Sequence[StudyReport], x: str) -> str:
     return f"latency (ms, {shared})" if shared else "latency (ms)"
 
 
-def summary_renderables(report: StudyReport, max_layer_columns: int = 12) -> list[Any]:
-    """The terminal summary: a rich table of the front and the hypervolume lines."""
-    from rich.table import Table
+def summary_table(report: StudyReport, max_layer_columns: int = 12) -> tuple[str, Any, str]:
+    """(title, table, caption) of the terminal summary: the front as a pandas DataFrame of display
+    strings, one column per objective and per layer (one "formats" column past ``max_layer_columns``
+    layers)."""
+    import pandas as pd
 
     done = report.trials[report.trials["state"] == "COMPLETE"]
     title = (f"{report.name}: Pareto front, {len(report.front)} of {done['config'].nunique()} distinct configurations "
              f"({len(report.trials)} trials)")
-    table = Table(title=title, caption=f"latency {report.latency_origin}", show_lines=False)
     # One study normally has one latency origin (the caption says it); a column only when they differ.
     origins = report.front["latency_source"].astype(str) + " " + report.front["device"].astype(str)
     per_row_origin = origins.nunique() > 1
-    table.add_column("trial", justify="right")
-    for o, d in zip(report.objectives, report.directions):
-        table.add_column(f"{o} {'↓' if d == 'minimize' else '↑'}" + (" (ms)" if o == "latency" else ""), justify="right")
     wide = len(report.layers) > max_layer_columns
-    if wide:
-        table.add_column("formats (layer order)")
-    else:
-        for layer in report.layers:
-            table.add_column(layer)
-    if per_row_origin:
-        table.add_column("latency from")
+    heads = {o: f"{o} {'↓' if d == 'minimize' else '↑'}" + (" (ms)" if o == "latency" else "")
+             for o, d in zip(report.objectives, report.directions)}
+    rows = []
     for _, row in report.front.iterrows():
-        values = [num(row[o]) for o in report.objectives]
-        formats = [",".join(short(row[l]) for l in report.layers)] if wide else [short(row[l]) for l in report.layers]
-        origin = [f"{SOURCE_WORDS.get(row['latency_source'], row['latency_source'])} {row['device']}"] if per_row_origin else []
-        table.add_row(str(row["trial"]), *values, *formats, *origin)
-    lines = [table]
+        out = {"trial": str(row["trial"]), **{heads[o]: num(row[o]) for o in report.objectives}}
+        if wide:
+            out["formats (layer order)"] = ",".join(short(row[l]) for l in report.layers)
+        else:
+            out.update({l: short(row[l]) for l in report.layers})
+        if per_row_origin:
+            out["latency from"] = f"{SOURCE_WORDS.get(row['latency_source'], row['latency_source'])} {row['device']}"
+        rows.append(out)
+    columns = ["trial", *heads.values(), *(["formats (layer order)"] if wide else report.layers),
+               *(["latency from"] if per_row_origin else [])]
+    return title, pd.DataFrame(rows, columns=columns), f"latency {report.latency_origin}"
+
+
+def summary_lines(report: StudyReport) -> list[str]:
+    """The lines under the summary table: hypervolume, the exhaustive comparison, notes."""
+    lines = []
     if report.reference_point is not None:
         lines.append(f"hypervolume = {report.hypervolume:.6g} against reference point "
                      f"{[round(v, 6) for v in report.reference_point]}")
@@ -303,12 +310,67 @@ def summary_renderables(report: StudyReport, max_layer_columns: int = 12) -> lis
     return lines
 
 
-def print_summary(report: StudyReport, console: Any = None) -> None:
-    from rich.console import Console
+def summary_renderables(report: StudyReport, max_layer_columns: int = 12) -> list[Any]:
+    """The terminal summary for rich (``rich`` must be installed): a table of the front, then the
+    hypervolume lines."""
+    from rich.table import Table
 
-    console = console or Console()
+    title, frame, caption = summary_table(report, max_layer_columns)
+    table = Table(title=title, caption=caption, show_lines=False)
+    for col in frame.columns:
+        table.add_column(col, justify="right" if col == "trial" or col.endswith(("↓", "↑", "(ms)")) else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*row)
+    return [table, *summary_lines(report)]
+
+
+def summary_text(report: StudyReport, max_layer_columns: int = 12) -> str:
+    """The terminal summary as plain text (no rich needed): title, table, caption, hypervolume lines."""
+    title, frame, caption = summary_table(report, max_layer_columns)
+    table = frame.to_string(index=False) if not frame.empty else "(no configuration on the front)"
+    return "\n".join([title, table, caption, *summary_lines(report)]) + "\n"
+
+
+def has_rich() -> bool:
+    """Whether rich (the ``report`` extra) can be imported: tables are drawn with it, else as plain text."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def print_summary(report: StudyReport, console: Any = None) -> None:
+    """Print the summary: on ``console`` (a rich Console) if given, else with rich when it is
+    installed, else as plain text on stdout."""
+    if console is None and not has_rich():
+        print(summary_text(report), end="")
+        return
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
     for item in summary_renderables(report):
         console.print(item)
+
+
+PLOT_EXTRA_HINT = "pip install 'mpsearch[plot]'"
+
+
+def missing_plot_packages() -> list[str]:
+    """The plotting packages (the ``plot`` extra: matplotlib, plotly) that cannot be imported here."""
+    missing = []
+    for name in ("matplotlib", "plotly"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def plot_hint(missing: Sequence[str]) -> str:
+    """One line: which plots are skipped because ``missing`` packages are not installed, and the fix."""
+    return f"plots skipped: {' and '.join(missing)} not installed; for pareto.png/.html: {PLOT_EXTRA_HINT}"
 
 
 def _json_safe(value: Any) -> Any:
@@ -321,24 +383,35 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_report(report: StudyReport, out: Path, *, y: str | None = None, plotlyjs: str | bool = True) -> list[Path]:
-    """The report directory: plots, heat-map, trials.csv/json, front.csv, summary.json and summary.txt."""
-    from rich.console import Console
+def write_report(report: StudyReport, out: Path, *, y: str | None = None, plotlyjs: str | bool = True,
+                 hint: Any = None) -> list[Path]:
+    """The report directory: trials.csv/json, front.csv, summary.json and summary.txt always (core
+    dependencies only); pareto.png, the heat-map and pareto.html when matplotlib and plotly (the
+    ``plot`` extra) are installed. Without them the plots are skipped and ``hint`` (default: a print
+    to stderr) is called once with a line naming the extra. Returns the files written."""
+    import sys
 
     out.mkdir(parents=True, exist_ok=True)
-    written = [
-        render_png(report, out / "pareto.png", y),
-        render_html(report, out / "pareto.html", y, plotlyjs),
-    ]
-    heat = render_heatmap(report, out / "formats_heatmap.png", y)
-    if heat:
-        written.append(heat)
+    written = []
     report.trials.to_csv(out / "trials.csv", index=False)
     report.trials.to_json(out / "trials.json", orient="records", indent=1)
     report.front.to_csv(out / "front.csv", index=False)
     (out / "summary.json").write_text(json.dumps(_json_safe(report.summary()), indent=1) + "\n")
-    console = Console(record=True, width=160, file=io.StringIO())
-    print_summary(report, console)
-    (out / "summary.txt").write_text(console.export_text())
+    if has_rich():
+        from rich.console import Console
+
+        console = Console(record=True, width=160, file=io.StringIO())
+        print_summary(report, console)
+        (out / "summary.txt").write_text(console.export_text())
+    else:
+        (out / "summary.txt").write_text(summary_text(report))
     written += [out / n for n in ("trials.csv", "trials.json", "front.csv", "summary.json", "summary.txt")]
+    missing = missing_plot_packages()
+    if missing:
+        (hint or (lambda line: print(line, file=sys.stderr)))(plot_hint(missing))
+        return written
+    written += [render_png(report, out / "pareto.png", y), render_html(report, out / "pareto.html", y, plotlyjs)]
+    heat = render_heatmap(report, out / "formats_heatmap.png", y)
+    if heat:
+        written.append(heat)
     return written

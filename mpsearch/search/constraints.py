@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from mpsearch.errors import InvalidSpecError
+from mpsearch.search import attrs
 
-CONSTRAINTS_KEY = "constraints"  # in StudySpec.extra
+CONSTRAINTS_KEY = attrs.CONSTRAINTS  # in StudySpec.extra
 _PATTERN = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=)\s*([^\s].*?)\s*$")
 
 

@@ -1,4 +1,4 @@
-"""How mpsearch writes a study into Optuna's storage: the one place that names the keys.
+"""How mpsearch writes a study into Optuna's storage (the names themselves: :mod:`mpsearch.search.attrs`).
 
 - ``study.user_attrs[SPEC_KEY]``: the study spec (see :class:`StudySpec`): network, menu, objectives,
   backend provenance, device, sampler and its settings, hypervolume reference point.
@@ -8,8 +8,10 @@
     - ``config``: the per-layer formats, ``"fp8_e4m3,int8,fp16,..."`` (layer order);
     - ``device``: the device the trial's latency belongs to, and the latency attributes of
       :meth:`mpsearch.backends.base.LatencyResult.as_attrs` (``latency_source``, ...);
-    - ``repeat_of``: set when the configuration was already measured in this study; the values are
-      copied from that trial, nothing was measured again;
+    - ``repeat_of``: on a trial told PRUNED, the sampler proposed a configuration already measured
+      in this study (the value is that trial's number); nothing was measured again, and the trial
+      holds no values, so it never counts as a measurement nor shows on a front. (Studies stored
+      by earlier versions have such trials COMPLETE, with the values copied: read as the same.)
     - ``fail_reason``: why a FAILED trial failed (one line);
     - ``worker``: host:pid of the process that ran it, for people; ``worker_token``,
       ``worker_namespace`` and ``worker_started`` tell workers apart and whether one is gone
@@ -26,16 +28,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SPEC_KEY = "mpsearch_spec"
-CONFIG_ATTR = "config"
-REPEAT_ATTR = "repeat_of"
-FAIL_ATTR = "fail_reason"
-DEVICE_ATTR = "device"
-WORKER_ATTR = "worker"
-STOP_ATTR = "stop_reason"  # study attr: why the last search stopped
-# Trial constraint (Optuna's: feasible when <= 0) set on every finished trial; > 0 for a
-# configuration the backend can never run, told as complete so samplers learn to avoid it.
-INFEASIBLE_CONSTRAINT = "unsupported"
+from mpsearch.search import attrs
+
+# The names, spelled in mpsearch.search.attrs; these aliases are what the rest of mpsearch imports.
+SPEC_KEY = attrs.SPEC
+CONFIG_ATTR = attrs.CONFIG
+REPEAT_ATTR = attrs.REPEAT
+FAIL_ATTR = attrs.FAIL
+DEVICE_ATTR = attrs.DEVICE
+WORKER_ATTR = attrs.WORKER
+STOP_ATTR = attrs.STOP  # study attr: why the last search stopped
+INFEASIBLE_CONSTRAINT = attrs.INFEASIBLE_CONSTRAINT
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from mpsearch.search import attrs
 from mpsearch.search.record import CONFIG_ATTR, FAIL_ATTR, REPEAT_ATTR, read_spec
 
 
@@ -30,8 +31,8 @@ def trials_frame(study: Any) -> pd.DataFrame:
         values = t.values or [None] * len(names)
         row.update(dict(zip(names, values)))
         row["config"] = t.user_attrs.get(CONFIG_ATTR, "")
-        row["latency_source"] = t.user_attrs.get("latency_source", "")
-        row["device"] = t.user_attrs.get("latency_device", t.user_attrs.get("device", ""))
+        row["latency_source"] = t.user_attrs.get(attrs.LATENCY_SOURCE, "")
+        row["device"] = t.user_attrs.get(attrs.LATENCY_DEVICE, t.user_attrs.get(attrs.DEVICE, ""))
         row["repeat_of"] = t.user_attrs.get(REPEAT_ATTR)
         row["fail_reason"] = t.user_attrs.get(FAIL_ATTR, "")
         row.update({f"param:{k}": v for k, v in t.params.items()})
@@ -54,7 +55,7 @@ def pareto_frame(study: Any) -> pd.DataFrame:
             continue
         seen.add(key)
         row: dict[str, Any] = {"trial": t.number, **dict(zip(names, t.values))}
-        row["latency_source"] = t.user_attrs.get("latency_source", "")
+        row["latency_source"] = t.user_attrs.get(attrs.LATENCY_SOURCE, "")
         row["config"] = key
         if layers and key:
             row.update(dict(zip(layers, key.split(","))))

@@ -1,8 +1,16 @@
 """The search loop: ask a configuration, measure it unless it was measured already, tell the result.
 
 Budget semantics: ``trials`` counts *measurements* (configurations measured for the first time,
-successfully or not). A proposal of an already-measured configuration is told with the stored values
-(user attr ``repeat_of``) and costs no measurement; it is not counted. The loop stops at the first of:
+successfully or not). A proposal of an already-measured configuration is told PRUNED, with user attr
+``repeat_of`` naming the trial that measured it: it costs no measurement, is not counted, and is
+never a second COMPLETE trial of one configuration (a front, optuna-dashboard's best trials and the
+hypervolume see each configuration once). The sampler is told, as of every trial, and reads the
+values from the trial that measured it.
+
+Each trial's writes (its parameters, attributes and constraints) are gathered and written in a few
+transactions (:mod:`mpsearch.search.writes`), and what other workers have stored is read through
+Optuna's cached storage, which fetches only trials new since the last read: the loop's cost per trial
+does not grow with the study. The loop stops at the first of:
 the trial budget, the timeout, every configuration of the space measured, a stagnant front
 (``patience`` measurements without a change of the Pareto front), the layerwise sampler's confidence
 that the front is found (``target_hv``), too many repeats in a row (the sampler is stuck), or too
@@ -24,9 +32,14 @@ from typing import Any, Callable, Sequence
 from mpsearch.errors import MpsearchError, UnsupportedConfigError
 from mpsearch.objectives import Objective, check_objective_value
 from mpsearch.search.constraints import set_trial_constraints, stored_constraints
-from mpsearch.search.record import CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, INFEASIBLE_CONSTRAINT, REPEAT_ATTR, STOP_ATTR
+from mpsearch.search import attrs
+from mpsearch.search.record import (
+    CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, INFEASIBLE_CONSTRAINT, REPEAT_ATTR, STOP_ATTR, WORKER_ATTR,
+)
 from mpsearch.search.study import store_reference_point
 from mpsearch.search.workers import COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator
+from mpsearch.search.lookups import ConfigIndex, measured_config_ids
+from mpsearch.search.writes import buffered
 from mpsearch.space import SearchSpace
 
 MAX_REPEATS_IN_A_ROW = 200
@@ -75,18 +88,37 @@ def is_feasible(trial: Any) -> bool:
 
 def measured_configs(study: Any) -> dict[str, Any]:
     """Configuration key → the first finished trial that measured it (complete, or infeasible)."""
-    import optuna
-
-    done: dict[str, Any] = {}
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        key = t.user_attrs.get(CONFIG_ATTR)
-        if key and key not in done:
-            done[key] = t
-    return done
+    return {key: study._storage.get_trial(trial_id) for key, trial_id in measured_config_ids(study).items()}
 
 
-def _front_keys(study: Any) -> frozenset[str]:
-    return frozenset(t.user_attrs.get(CONFIG_ATTR, "") for t in study.best_trials)
+class _Front:
+    """The points of ``study.best_trials`` (complete, feasible, not dominated), kept up to date as
+    this process tells trials, without reading the study again. Only a single search loop uses it
+    (``--patience`` is refused with several workers), so no other process adds trials meanwhile."""
+
+    def __init__(self, study: Any):
+        import optuna
+
+        self.sign = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
+        self.points = [self._oriented(t) for t in study.best_trials]
+
+    def _oriented(self, trial: Any) -> tuple[float, ...]:
+        return tuple(s * v for s, v in zip(self.sign, trial.values))
+
+    @staticmethod
+    def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return all(x <= y for x, y in zip(a, b)) and a != b
+
+    def add(self, trial: Any) -> bool:
+        """Take a newly told complete trial into account; True when the front changed."""
+        if trial.values is None or not is_feasible(trial):
+            return False
+        p = self._oriented(trial)
+        # Not dominated by the front means not dominated by any trial (dominance is transitive).
+        if any(self._dominates(f, p) for f in self.points):
+            return False
+        self.points = [f for f in self.points if not self._dominates(p, f)] + [p]
+        return True
 
 
 def run_search(
@@ -117,12 +149,17 @@ def run_search(
         _note(None, f"trial {gone.number}: {gone.reason}"
                     + ("; its configuration is queued to be measured again" if gone.requeued else ""))
     start = time.monotonic()
-    known = measured_configs(study)
-    front = _front_keys(study)
+    # Configuration → id of the trial that measured it: ids only, a trial is read when it is needed.
+    index = ConfigIndex(study)
+    index.refresh()
+    known = index.done
+    last_refresh = time.monotonic()
+    newest = -1  # the number of the newest trial this loop asked: the study holds at least newest + 1
+    front = _Front(study) if budget.patience is not None else None
     since_front_change = 0
     repeats_in_a_row = failures_in_a_row = 0
     last_failure = ""
-    beat = None
+    beat = writes = None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -141,7 +178,12 @@ def run_search(
                    + (f"; values {values} not stored" if values else ""))
 
     def tell(trial: Any, values: Any = None, state: Any = None) -> Any:
-        """Stop the trial's heartbeat, then tell it; None if a sweep failed it meanwhile."""
+        """Write what the trial kept, stop its heartbeat, then tell it; None if a sweep failed it meanwhile."""
+        try:
+            writes.flush()
+        except optuna.exceptions.UpdateFinishedTrialError:
+            swept_meanwhile(trial, values)
+            return None
         beat.stop()
         try:
             return study.tell(trial, values, state=state)
@@ -173,34 +215,41 @@ def run_search(
             if shared:
                 return stop(shared)
             coord.sweep(study)
+            if newest + 1 >= space.size and time.monotonic() - last_refresh >= coord.heartbeat_s:
+                # Other workers' measurements, for the "every configuration" stop above (each trial
+                # asks only about its own configuration): once the study holds enough trials to
+                # cover the space, at most once per heartbeat interval.
+                last_refresh = time.monotonic()
+                index.refresh()
 
             # Born owned: a worker killed right after this leaves a trial the next sweep can tell is dead.
             trial = coord.ask(study)
             beat = coord.heartbeat(trial)
+            writes = buffered(trial)
             try:
                 config = space.suggest(trial)
-                # The claim: written before the snapshot below is read (see mpsearch.search.workers).
+                # The claim: written, with the parameters, before the snapshot below is read (see
+                # mpsearch.search.workers).
                 trial.set_user_attr(CONFIG_ATTR, config.key)
+                writes.flush()
                 outcome.trial_numbers.append(trial.number)
+                newest = max(newest, trial.number)
 
                 rivals = []
                 if config.key not in known:  # another worker may have measured it, or be measuring it
-                    snapshot = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                                        optuna.trial.TrialState.RUNNING))
-                    for t in snapshot:
-                        key = t.user_attrs.get(CONFIG_ATTR)
-                        if t.state == optuna.trial.TrialState.COMPLETE:
-                            if key and key not in known:
-                                known[key] = t
-                        elif (key == config.key and t.number != trial.number and REPEAT_ATTR not in t.user_attrs
-                              and COLLISION_ATTR not in t.user_attrs):  # those two never measure
+                    index.refresh()
+                    for rival_id in [i for i, key in index.running.items() if key == config.key and i != trial._trial_id]:
+                        t = study._storage.get_trial(rival_id)
+                        if (t.state == optuna.trial.TrialState.RUNNING and REPEAT_ATTR not in t.user_attrs
+                                and COLLISION_ATTR not in t.user_attrs):  # a repeat or a backed-off trial never measures
                             rivals.append(t)
-                prior = known.get(config.key)
+                prior = study._storage.get_trial(known[config.key]) if config.key in known else None
                 if prior is not None:
                     trial.set_user_attr(REPEAT_ATTR, prior.number)
+                    # The configuration's constraints (it is as feasible as when it was measured).
                     for name, value in (prior.constraints or {}).items():
                         trial.set_constraint(name, value)
-                    tell(trial, prior.values)
+                    tell(trial, state=optuna.trial.TrialState.PRUNED)
                     outcome.repeats += 1
                     repeats_in_a_row += 1
                     continue
@@ -208,7 +257,7 @@ def run_search(
                     rival = min(rivals, key=lambda t: t.number)
                     trial.set_user_attr(COLLISION_ATTR, rival.number)
                     trial.set_user_attr(FAIL_ATTR, f"not measured: trial {rival.number} "
-                                                   f"({rival.user_attrs.get('worker', '?')}) is measuring {config.key}")
+                                                   f"({rival.user_attrs.get(WORKER_ATTR, '?')}) is measuring {config.key}")
                     tell(trial, state=optuna.trial.TrialState.FAIL)
                     if RETRY_ATTR in trial.user_attrs:  # a re-measurement owed to a dead worker stays owed
                         study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.user_attrs[RETRY_ATTR]})
@@ -217,6 +266,8 @@ def run_search(
                 repeats_in_a_row = 0
                 # Marks the trial as an in-flight measurement (other workers count it against a shared budget).
                 trial.set_user_attr(MEASURE_START_ATTR, time.time())
+                if coord.study_budget is not None:  # others count it now; else it is written with the result
+                    writes.flush()
                 outcome.measured += 1
                 if bar is not None:
                     bar.update(1)
@@ -240,7 +291,7 @@ def run_search(
                     worst = [float("1e30") if o.direction == "minimize" else float("-1e30") for o in objectives]
                     finished = tell(trial, worst)
                     if finished is not None:
-                        known[config.key] = finished
+                        known[config.key] = finished._trial_id
                     outcome.infeasible += 1
                     _note(bar, f"trial {trial.number} {config.key}: infeasible: {err}")
                     continue
@@ -251,7 +302,7 @@ def run_search(
                     continue
                 except Exception as err:  # a bug in a backend or plug-in must not lose the study
                     reason = f"{type(err).__name__}: {err}"
-                trial.set_user_attr("measure_s", round(time.perf_counter() - t0, 4))
+                trial.set_user_attr(attrs.MEASURE_S, round(time.perf_counter() - t0, 4))
                 if reason is not None:
                     trial.set_user_attr(FAIL_ATTR, reason.splitlines()[0] if reason else "?")
                 if reason is not None:
@@ -267,12 +318,11 @@ def run_search(
                 finished = tell(trial, values)
                 if finished is None:
                     continue
-                known[config.key] = finished
+                known[config.key] = finished._trial_id
                 if on_trial is not None:
                     on_trial(finished)
-                new_front = _front_keys(study) if budget.patience is not None else front
-                since_front_change = 0 if new_front != front else since_front_change + 1
-                front = new_front
+                if front is not None:
+                    since_front_change = 0 if front.add(finished) else since_front_change + 1
             except optuna.exceptions.UpdateFinishedTrialError:
                 # Any write onto a trial that another worker's sweep failed meanwhile (this worker was
                 # paused past --stale-after): what was found is dropped; the sweeper queued the

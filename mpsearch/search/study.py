@@ -23,10 +23,11 @@ from typing import Any
 
 from mpsearch import __version__
 from mpsearch.errors import InvalidSpecError, StorageError, StudyMismatchError
+from mpsearch.search import attrs
 from mpsearch.search.record import SPEC_KEY, StudySpec, read_spec
 from mpsearch.validation import check_report_columns, check_study_name
 
-CREATING_KEY = "mpsearch_creating"  # study attr written first: who is creating the study, and when
+CREATING_KEY = attrs.CREATING  # study attr written first: who is creating the study, and when
 # A creator of another host that has not completed its study within this long is taken for dead
 # (creation is a few storage writes); one of this host is checked directly.
 CREATION_GRACE_S = 60.0

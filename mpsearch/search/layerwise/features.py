@@ -14,6 +14,7 @@ def _shape_terms(layer) -> tuple[float, ...]:
 
 
 _N_SHAPE = 3
+_COUNT_BLOCK = 1 << 22  # entries of the dense count matrix built at once by Structure.predict (32 MB)
 
 
 class Structure:
@@ -137,16 +138,22 @@ class Structure:
         codes = np.atleast_2d(codes)
         weights = np.atleast_2d(weights)
         lo, hi = self.offsets["shape"]
-        return (self.counts(codes) @ weights.T).T + weights[:, lo:hi] @ self.shape_design(codes).T
+        out = weights[:, lo:hi] @ self.shape_design(codes).T
+        # Dense counts, a block of rows at a time: a matrix product (BLAS) per block, with memory
+        # bounded whatever the number of candidates (a 224-layer network has ~10³ features).
+        step = max(1, _COUNT_BLOCK // max(self.n_features, 1))
+        for lo_row in range(0, len(codes), step):
+            rows = slice(lo_row, lo_row + step)
+            out[:, rows] += weights @ self.counts(codes[rows]).T
+        return out
 
-    def counts(self, codes: np.ndarray):
-        """(C, n_features) sparse count of the 0/1 features each configuration switches on (a
-        repeated index counts twice; the shape block is not included)."""
-        from scipy.sparse import csr_matrix
-
+    def counts(self, codes: np.ndarray) -> np.ndarray:
+        """(C, n_features) count of the 0/1 features each configuration switches on (a repeated index
+        counts twice; the shape block is not included)."""
         idx = self.active(codes)
-        c, a = idx.shape
-        return csr_matrix((np.ones(c * a), idx.ravel(), np.arange(0, c * a + 1, a)), shape=(c, self.n_features))
+        c = len(idx)
+        flat = (np.arange(c)[:, None] * self.n_features + idx).ravel()
+        return np.bincount(flat, minlength=c * self.n_features).reshape(c, self.n_features).astype(float)
 
     def blocks(self) -> dict[str, np.ndarray]:
         """Feature masks per prior block."""

@@ -44,6 +44,22 @@ _ROBUST_CUT = 2.5  # leave-one-out errors beyond this many robust standard devia
 _SHAPE_SCALE = 10.0  # broad: the cost per FLOP / element of a format is learnt from the data
 
 
+def cho_factor(k: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor L of the symmetric positive definite ``k`` (LinAlgError if it is not)."""
+    return np.linalg.cholesky(k)
+
+
+def _lower_solve(lower: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """L⁻¹ b for a lower-triangular L. numpy has no triangular solver; a general solve is exact
+    here and costs O(n³) for n measurements (a few hundred at most), which stays in milliseconds."""
+    return np.linalg.solve(lower, b)
+
+
+def cho_solve(lower: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """K⁻¹ b given K's lower Cholesky factor (:func:`cho_factor`): two triangular solves."""
+    return np.linalg.solve(lower.T, _lower_solve(lower, b))
+
+
 @dataclass(frozen=True)
 class Hyper:
     """One grid point (standardised units): op prior scale, boundary/op ratio, unary scale, noise,
@@ -83,8 +99,6 @@ class Residual:
     def mean_std(self, onehot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the non-additive part of each row of ``onehot``
         (C, D·F); a mixture over the kept grid points."""
-        from scipy.linalg import cho_solve
-
         first = np.zeros(len(onehot))
         second = np.zeros(len(onehot))
         for weight, h, alpha, chol in self.parts:
@@ -114,8 +128,6 @@ def fit(x: np.ndarray, onehot: np.ndarray, y: np.ndarray, structure: Structure, 
         rng: np.random.Generator, boundary_ratio: float | None, cached: tuple[Hyper, ...] = ()) -> Posterior:
     """The posterior of one objective given the design ``x`` (n, p), the configurations' one-hot codes
     (n, D·F) and the measurements ``y`` (n,). ``cached``: re-weight only these grid points."""
-    from scipy.linalg import cho_factor, cho_solve
-
     n, p = x.shape
     y_mean = float(y.mean()) if n else 0.0
     y_std = float(y.std()) if n > 1 else 0.0
@@ -161,10 +173,11 @@ def fit(x: np.ndarray, onehot: np.ndarray, y: np.ndarray, structure: Structure, 
         kept, scores = [], []
         for h in points:
             try:
-                c = cho_factor(kernel(h), lower=True)
+                c = cho_factor(kernel(h))
             except np.linalg.LinAlgError:
                 continue
-            scores.append(-0.5 * z @ cho_solve(c, z) - np.log(np.diag(c[0])).sum())
+            w = _lower_solve(c, z)  # L⁻¹z: z K⁻¹ z = |L⁻¹z|², one triangular solve
+            scores.append(-0.5 * w @ w - np.log(np.diag(c)).sum())
             kept.append(h)
         return kept, np.array(scores)
 
@@ -191,7 +204,7 @@ def fit(x: np.ndarray, onehot: np.ndarray, y: np.ndarray, structure: Structure, 
     def leave_one_out(h: Hyper) -> tuple[np.ndarray, np.ndarray]:
         # Closed form: [K^-1 z]_i / [K^-1]_ii is the error of predicting measurement i from the
         # others, 1 / [K^-1]_ii that prediction's variance.
-        kinv = cho_solve(cho_factor(kernel(h), lower=True), np.eye(n))
+        kinv = cho_solve(cho_factor(kernel(h)), np.eye(n))
         return (kinv @ z) / np.diag(kinv), 1.0 / np.diag(kinv)
 
     grid, scores = search()
@@ -245,7 +258,7 @@ def fit(x: np.ndarray, onehot: np.ndarray, y: np.ndarray, structure: Structure, 
     parts = []
     for g in np.union1d(keep, picks):
         h = grid[g]
-        c = cho_factor(kernel(h), lower=True)
+        c = cho_factor(kernel(h))
         var = prior_var(h)
         xv = x * var  # X diag(v), (n, p)
         alpha = cho_solve(c, z)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from mpsearch.search import attrs
 from mpsearch.search.record import CONFIG_ATTR, REPEAT_ATTR, WORKER_ATTR
 from mpsearch.search.workers.identity import GPU_ATTR, WORKER_INDEX_ATTR
 from mpsearch.search.workers.sweep import RETRY_ATTR, SWEPT_ATTR
 
-COLLISION_ATTR = "collided_with"  # on a backed-off trial: the trial measuring the same configuration
-MEASURE_START_ATTR = "measure_start"  # unix time the measurement began (after the claim held)
-BUDGET_KEY = "mpsearch_budget"  # study attr: the study's shared budget, {"trials": N}
+COLLISION_ATTR = attrs.COLLISION  # on a backed-off trial: the trial measuring the same configuration
+MEASURE_START_ATTR = attrs.MEASURE_START  # unix time the measurement began (after the claim held)
+BUDGET_KEY = attrs.BUDGET  # study attr: the study's shared budget, {"trials": N}
 
 
 def is_measurement(trial: Any) -> bool:
@@ -98,11 +99,11 @@ def worker_summary(study: Any) -> Any:
             continue
         rows.append({
             "worker": a[WORKER_ATTR], "worker_index": a.get(WORKER_INDEX_ATTR, ""), "gpu": a.get(GPU_ATTR, ""),
-            "device": a.get("latency_device") or a.get("device", ""), "source": a.get("latency_source", ""),
+            "device": a.get(attrs.LATENCY_DEVICE) or a.get(attrs.DEVICE, ""), "source": a.get(attrs.LATENCY_SOURCE, ""),
             "measured": int(t.state == S.COMPLETE and is_measurement(t)),
             "failed": int(t.state == S.FAIL and is_measurement(t)),
             "repeats": int(REPEAT_ATTR in a), "collisions": int(COLLISION_ATTR in a),
-            "died": int(SWEPT_ATTR in a), "measure_s": float(a.get("measure_s", 0.0) or 0.0),
+            "died": int(SWEPT_ATTR in a), "measure_s": float(a.get(attrs.MEASURE_S, 0.0) or 0.0),
         })
     columns = ["worker", "worker_index", "gpu", "device", "source", "measured", "failed", "repeats",
                "collisions", "died", "measure_s"]

@@ -27,7 +27,7 @@ def ask_owned(study: Any, attrs: Mapping[str, Any]) -> Any:
     local = getattr(study, "_thread_local", None)
     if local is not None and hasattr(local, "cached_all_trials"):
         local.cached_all_trials = None
-    trial_id = _take_queued(storage, study_id)
+    trial_id = _take_queued(study)
     if trial_id is not None:
         for key, value in attrs.items():
             storage.set_trial_user_attr(trial_id, key, value)
@@ -41,15 +41,17 @@ def ask_owned(study: Any, attrs: Mapping[str, Any]) -> Any:
     return optuna.Trial(study, trial_id)
 
 
-def _take_queued(storage: Any, study_id: int) -> int | None:
+def _take_queued(study: Any) -> int | None:
     """Move the first WAITING trial to RUNNING, as ``ask()`` does; None when none is left."""
     import optuna
     from optuna.trial import TrialState
 
-    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+    from mpsearch.search.lookups import waiting_trial_ids
+
+    for trial_id in waiting_trial_ids(study):
         try:
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-                return trial._trial_id
+            if study._storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                return trial_id
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process took it and finished it meanwhile
     return None

@@ -6,7 +6,9 @@ import threading
 import time
 from typing import Any, Callable
 
-HEARTBEAT_ATTR = "heartbeat"  # unix time of the last sign of life of the trial's worker
+from mpsearch.search import attrs
+
+HEARTBEAT_ATTR = attrs.HEARTBEAT  # unix time of the last sign of life of the trial's worker
 DEFAULT_HEARTBEAT_S = 5.0
 
 
@@ -33,7 +35,9 @@ class Heartbeat:
 
     def _beat(self) -> None:
         try:
-            self.trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+            # Straight to the storage, not through the trial: the search loop keeps the trial's own
+            # writes until it flushes them (mpsearch.search.writes), a beat must not wait for that.
+            self.trial.study._storage.set_trial_user_attr(self.trial._trial_id, HEARTBEAT_ATTR, time.time())
             self.beats += 1
         except Exception:  # noqa: BLE001 - see the class docstring: retried at the next beat
             self.missed += 1

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from mpsearch.search import attrs
 from mpsearch.search.record import WORKER_ATTR
 
-GPU_ATTR = "gpu"  # host, visible-device index and PCI bus of the GPU the trial ran on
-WORKER_INDEX_ATTR = "worker_index"
-WORKER_TOKEN_ATTR = "worker_token"  # random, one per worker process: what tells workers apart
-WORKER_NAMESPACE_ATTR = "worker_namespace"  # boot id + PID namespace: where the worker's pid means something
-WORKER_STARTED_ATTR = "worker_started"  # the worker process's start time, in clock ticks after boot
+GPU_ATTR = attrs.GPU  # host, visible-device index and PCI bus of the GPU the trial ran on
+WORKER_INDEX_ATTR = attrs.WORKER_INDEX
+WORKER_TOKEN_ATTR = attrs.WORKER_TOKEN  # random, one per worker process: what tells workers apart
+WORKER_NAMESPACE_ATTR = attrs.WORKER_NAMESPACE  # boot id + PID namespace: where the worker's pid means something
+WORKER_STARTED_ATTR = attrs.WORKER_STARTED  # the worker process's start time, in clock ticks after boot
 
 
 def _read(path: str) -> str | None:

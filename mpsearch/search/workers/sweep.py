@@ -8,12 +8,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mpsearch.search import attrs
+from mpsearch.search.lookups import trials_in_state, trials_with_attr
 from mpsearch.search.record import CONFIG_ATTR, FAIL_ATTR, REPEAT_ATTR, WORKER_ATTR
 from mpsearch.search.workers.heartbeat import HEARTBEAT_ATTR
 from mpsearch.search.workers.identity import WorkerIdentity, this_worker
 
-RETRY_ATTR = "retry_of"  # on a re-enqueued trial: the number of the trial whose worker died
-SWEPT_ATTR = "swept_by"  # on a trial failed by the sweep: the worker that swept it
+RETRY_ATTR = attrs.RETRY  # on a re-enqueued trial: the number of the trial whose worker died
+SWEPT_ATTR = attrs.SWEPT  # on a trial failed by the sweep: the worker that swept it
 DEFAULT_STALE_AFTER_S = 30.0
 
 
@@ -52,8 +54,7 @@ def sweep_stale_trials(study: Any, stale_after_s: float, *, now: float | None = 
     now = time.time() if now is None else now
     me = me or this_worker()
     swept: list[SweptTrial] = []
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    for t in running:
+    for t in trials_in_state(study, optuna.trial.TrialState.RUNNING):
         owner = str(t.user_attrs.get(WORKER_ATTR, ""))
         identity = WorkerIdentity.from_attrs(t.user_attrs)
         if identity is not None and identity.token == me.token:
@@ -99,6 +100,8 @@ def requeue_owed(study: Any, older_than_s: float, *, now: float | None = None) -
 
     S = optuna.trial.TrialState
     now = time.time() if now is None else now
+    if not trials_with_attr(study, SWEPT_ATTR, (S.FAIL,)):
+        return []  # nothing was ever swept: nothing can be owed (one narrow query, not the whole study)
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     covered: set[str] = set()
