@@ -1,7 +1,7 @@
-"""Record per-op and end-to-end latencies on this machine's GPU into ``studies/data/<name>/``.
+"""Record per-op and end-to-end latencies on this machine's GPU into ``mpsearch/data/recordings/<name>/``.
 
 Runs the CUTLASS backend (tuned, float64-checked kernels, the sustained timing protocol) and writes
-the recording format the replay backend reads (``studies/data/README.md``): ``provenance.json``,
+the recording format the replay backend reads (``mpsearch/data/recordings/README.md``): ``provenance.json``,
 ``ops.csv``, ``networks.csv``. A GPU session is short, so every phase stops at ``--deadline-s`` and
 resumes: rows already written are kept and not measured again; tuned ops come from the tuning cache.
 
@@ -9,10 +9,10 @@ End-to-end rows are measured in passes over the whole space, each pass in its ow
 (seeded by the pass number), and every pass is kept (column ``pass``): replay serves the samples of
 all passes pooled, and a search can be judged against that multi-pass value.
 
-    python benchmarks/record.py ops --out studies/data/h200                 # tune + per-op rows
-    python benchmarks/record.py networks --passes 3 --out studies/data/h200 # mlp6, both menus
+    python benchmarks/record.py ops --out mpsearch/data/recordings/h200                 # tune + per-op rows
+    python benchmarks/record.py networks --passes 3 --out mpsearch/data/recordings/h200 # mlp6, both menus
     python benchmarks/record.py import-study --storage sqlite:///x.db --name mlp6 --pass 1 --out ...
-    python benchmarks/record.py provenance --out studies/data/h200
+    python benchmarks/record.py provenance --out mpsearch/data/recordings/h200
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def cmd_provenance(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase", choices=("ops", "networks", "import-study", "provenance"))
-    parser.add_argument("--out", default="studies/data/h200")
+    parser.add_argument("--out", default="mpsearch/data/recordings/h200")
     parser.add_argument("--cache-dir", default=os.environ.get("MPSEARCH_CACHE_DIR"))
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--deadline-s", type=float, default=1e9, help="stop (resumably) after this many seconds")

@@ -1,6 +1,6 @@
 """What the recorded H100 data says about mlp6: exhaustive Pareto fronts and a few comparisons.
 
-From a recording (default ``studies/data/h100/``, format in ``studies/data/README.md``):
+From a recording (default ``mpsearch/data/recordings/h100/``, format in ``mpsearch/data/recordings/README.md``):
 
 - the exhaustive latency-vs-capacity Pareto front of mlp6 for the menus {fp16, fp8_e4m3, int8} and
   {fp16, int8, int4}, from the end-to-end latency of all 729 configurations of each;
@@ -11,7 +11,7 @@ From a recording (default ``studies/data/h100/``, format in ``studies/data/READM
 written to ``benchmarks/results/<recording>_recorded_report.md`` with a plot of both fronts.
 Every latency here is replayed from the recording, i.e. measured on the recording's device.
 
-    python benchmarks/recorded_report.py [--data studies/data/h100] [--out benchmarks/results]
+    python benchmarks/recorded_report.py [--data mpsearch/data/recordings/h100] [--out benchmarks/results]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ invented), the latency-vs-capacity Pareto front under each library, and the conf
 front but not the other. Capacity is exact (Σ k × bits).
 
     python benchmarks/kernels/compare_fronts.py --storage sqlite:///x.db --study mlp6-torch-h200 \\
-        --recording studies/data/h200 --out benchmarks/results/h200_torch_vs_cutlass_front
+        --recording mpsearch/data/recordings/h200 --out benchmarks/results/h200_torch_vs_cutlass_front
 """
 
 from __future__ import annotations

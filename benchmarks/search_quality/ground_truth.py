@@ -1,5 +1,5 @@
 """Ground truth for the search-quality benchmark, served by the replay backend from a recording
-directory (``studies/data/<device>/``, format in ``studies/data/README.md``).
+directory (``mpsearch/data/recordings/<device>/``, format in ``mpsearch/data/recordings/README.md``).
 
 - :class:`EndToEnd`: a configuration's latency is its recorded end-to-end median (mlp6: every
   configuration of the menu must be recorded end to end, or the benchmark refuses to run).

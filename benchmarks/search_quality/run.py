@@ -11,7 +11,7 @@ sampler that only repeats for 10 × budget proposals is stopped and its run mark
 
 Objectives per trial: (latency from the ground truth, minimised; capacity, maximised).
 
-    python benchmarks/search_quality/run.py --data studies/data/h100 --network mlp6 \
+    python benchmarks/search_quality/run.py --data mpsearch/data/recordings/h100 --network mlp6 \
         --menu fp16,fp8_e4m3,int8 --seeds 10 --budget 160 --out benchmarks/results/x.csv
     # llama8b-10blocks-prefill: --ground-truth opsum (sum of recorded per-op latencies)
 """

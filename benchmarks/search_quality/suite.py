@@ -1,6 +1,6 @@
 """The search-quality suite: every table of the layerwise sampler's targets, on CPU, in one command.
 
-    python benchmarks/search_quality/suite.py --data studies/data/h100 --out benchmarks/results/search_quality_suite_h100
+    python benchmarks/search_quality/suite.py --data mpsearch/data/recordings/h100 --out benchmarks/results/search_quality_suite_h100
 
 Experiments (``--only`` picks some; each writes ``OUT/<name>.csv`` and a section of ``OUT/README.md``):
 
@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=Path("studies/data/h100"), help="recording folder (mlp6 end to end)")
+    p.add_argument("--data", type=Path, default=Path("mpsearch/data/recordings/h100"), help="recording folder (mlp6 end to end)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--only", default=",".join(EXPERIMENTS), help=f"comma-separated subset of {', '.join(EXPERIMENTS)}")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (mlp6 and constraint use --seeds-mlp6)")

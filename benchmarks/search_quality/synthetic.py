@@ -1,4 +1,4 @@
-"""Write a SYNTHETIC recording (networks.csv + ops.csv in the studies/data/<device>/ format) for
+"""Write a SYNTHETIC recording (networks.csv + ops.csv in the mpsearch/data/recordings/<device>/ format) for
 developing the search-quality benchmark before the real H100 recording exists.
 
 Nothing here is a measurement. Per-op costs are built from CUTLASS per-layer timings of the

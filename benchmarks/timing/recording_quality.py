@@ -1,6 +1,6 @@
 """How clean is a recording of mlp6? Pass-to-pass agreement, additivity, and per-op sum vs end to end.
 
-From a recording directory (``studies/data/<name>/``), for every configuration of mlp6 over a menu:
+From a recording directory (``mpsearch/data/recordings/<name>/``), for every configuration of mlp6 over a menu:
 
 - passes: the ratio of each configuration's median in pass p to pass 1 (5th/50th/95th percentile,
   largest deviation), where the recording kept several passes;
@@ -11,7 +11,7 @@ From a recording directory (``studies/data/<name>/``), for every configuration o
 - per-op sum vs end to end: the sum of the recorded per-op medians over the end-to-end value,
   mean and largest difference.
 
-    python benchmarks/timing/recording_quality.py studies/data/h200 --out benchmarks/results/h200_timing/recording_quality
+    python benchmarks/timing/recording_quality.py mpsearch/data/recordings/h200 --out benchmarks/results/h200_timing/recording_quality
 """
 
 from __future__ import annotations
