@@ -237,12 +237,15 @@ def run_search(
 
                 rivals = []
                 if config.key not in known:  # another worker may have measured it, or be measuring it
-                    index.refresh()
-                    for rival_id in [i for i, key in index.running.items() if key == config.key and i != trial._trial_id]:
-                        t = study._storage.get_trial(rival_id)
-                        if (t.state == optuna.trial.TrialState.RUNNING and REPEAT_ATTR not in t.user_attrs
-                                and COLLISION_ATTR not in t.user_attrs):  # a repeat or a backed-off trial never measures
-                            rivals.append(t)
+                    snapshot = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                        optuna.trial.TrialState.RUNNING))
+                    for t in snapshot:
+                        if t.user_attrs.get(CONFIG_ATTR) != config.key or t.number == trial.number:
+                            continue
+                        if t.state == optuna.trial.TrialState.COMPLETE:
+                            known.setdefault(config.key, t._trial_id)
+                        elif REPEAT_ATTR not in t.user_attrs and COLLISION_ATTR not in t.user_attrs:
+                            rivals.append(t)  # (a repeat or a backed-off trial never measures)
                 prior = study._storage.get_trial(known[config.key]) if config.key in known else None
                 if prior is not None:
                     trial.set_user_attr(REPEAT_ATTR, prior.number)
