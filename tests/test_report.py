@@ -316,3 +316,25 @@ print("WROTE", sorted(p.name for p in written))
     assert "Pareto front" in r.stdout and "Pareto front" in (out / "summary.txt").read_text()
     hint = [line for line in r.stderr.splitlines() if "plots skipped" in line]
     assert len(hint) == 1 and "matplotlib" in hint[0] and "pip install 'mpsearch[plot]'" in hint[0]
+
+
+def test_the_report_command_lists_and_compares_studies_with_the_core_dependencies_only(searched, storage, tmp_path):
+    # `report --list` prints a plain table, and comparing two studies skips only the overlay plots,
+    # when rich, matplotlib and plotly are all missing.
+    from tests.test_import_light import run_blocked
+
+    second = new_study(storage, "other")
+    for config in ALL[1::3]:
+        add_trial(second, config)
+    code = f"""
+import sys
+from mpsearch.cli import main
+sys.exit(main(["report", "--list", "--storage", {storage!r}])
+         or main(["report", "search", "other", "--storage", {storage!r}, "--out", {str(tmp_path / 'rep')!r}]))
+"""
+    r = run_blocked(("rich", "matplotlib", "plotly"), code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "search" in r.stdout and "other" in r.stdout
+    assert (tmp_path / "rep" / "search" / "front.csv").exists() and (tmp_path / "rep" / "other" / "front.csv").exists()
+    assert not (tmp_path / "rep" / "compare.png").exists()
+    assert any("compare.png/.html" in line and "mpsearch[plot]" in line for line in r.stderr.splitlines())

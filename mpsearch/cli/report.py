@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mpsearch.cli.output import human_output, print_json
@@ -134,8 +135,12 @@ def _write(args: argparse.Namespace, reports: list, overlay: list, out: Path) ->
             write_report(report, folder, y=args.y, plotlyjs=plotlyjs)
             print(f"report of {report.name} written to {folder}/")
     if several and not args.no_files:
-        from mpsearch.report.render import render_comparison_html, render_comparison_png
+        from mpsearch.report.render import missing_plot_packages, plot_hint, render_comparison_html, render_comparison_png
 
+        missing = missing_plot_packages()
+        if missing:
+            print(plot_hint(missing).replace("pareto.png/.html", "compare.png/.html"), file=sys.stderr)
+            return
         out.mkdir(parents=True, exist_ok=True)
         render_comparison_png(overlay, out / "compare.png", args.y)
         render_comparison_html(overlay, out / "compare.html", args.y, plotlyjs)
@@ -166,6 +171,13 @@ def _json_safe(value):  # noqa: ANN001, ANN202
 
 
 def _print_frame(frame, title: str) -> None:  # noqa: ANN001
+    """A table on the terminal: rich's where it is installed, pandas' plain text otherwise."""
+    from mpsearch.report.render import has_rich
+
+    if not has_rich():
+        print(title)
+        print(frame.to_string(index=False) if len(frame) else "(none)")
+        return
     from rich.console import Console
     from rich.table import Table
 
