@@ -585,7 +585,8 @@ def enumerate(network: Any, *, formats: Any = None, objectives: Any = None, back
 
     from mpsearch.search.hypervolume import reference_point
     from mpsearch.search.record import SPEC_KEY
-    from mpsearch.search.run import Budget, is_feasible, run_search
+    from mpsearch.search.record import is_feasible
+    from mpsearch.search.run import Budget, run_search
     from mpsearch.search.storage import default_storage_url, open_storage
     from mpsearch.search.study import create_study, new_spec
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -209,14 +208,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# search/run.py and search/study.py still import each other (study's feasible_values reads
-# run.is_feasible): allowed here until search/ is split; every other circle fails this test.
-KNOWN_CYCLES = [["mpsearch.search.run", "mpsearch.search.study"]]
-
-
 def test_no_import_circle_among_mpsearch_modules():
     cycles = _cycles(_module_imports())
-    assert [c for c in cycles if c not in KNOWN_CYCLES] == []
+    assert cycles == []
 
 
 def test_the_cycle_check_sees_a_circle_through_function_level_imports():

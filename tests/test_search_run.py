@@ -10,7 +10,8 @@ from mpsearch.network import Layer, Network
 from mpsearch.objectives import CapacityObjective, LatencyObjective
 from mpsearch.search import attrs
 from mpsearch.search.attrs import CONFIG, REPEAT
-from mpsearch.search.run import Budget, is_feasible, run_search
+from mpsearch.search.record import is_feasible
+from mpsearch.search.run import Budget, run_search
 from mpsearch.space import SearchSpace
 
 COMPLETE = optuna.trial.TrialState.COMPLETE

@@ -73,3 +73,8 @@ def read_spec(study: Any) -> StudySpec | None:
     """The spec stored in an Optuna study, or None if it is not an mpsearch study."""
     data = study.user_attrs.get(SPEC_KEY)
     return StudySpec.from_attr(data) if data else None
+
+
+def is_feasible(trial: Any) -> bool:
+    """A finished trial whose configuration could run (its ``unsupported`` constraint is <= 0)."""
+    return all(v <= 0 for v in (trial.constraints or {}).values())

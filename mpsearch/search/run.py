@@ -34,7 +34,7 @@ from mpsearch.objectives import Objective, check_objective_value
 from mpsearch.search.constraints import set_trial_constraints, stored_constraints
 from mpsearch.search import attrs
 from mpsearch.search.record import (
-    CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, INFEASIBLE_CONSTRAINT, REPEAT_ATTR, STOP_ATTR, WORKER_ATTR,
+    CONFIG_ATTR, DEVICE_ATTR, FAIL_ATTR, INFEASIBLE_CONSTRAINT, REPEAT_ATTR, STOP_ATTR, WORKER_ATTR, is_feasible,
 )
 from mpsearch.search.study import store_reference_point
 from mpsearch.search.workers import COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator
@@ -79,11 +79,6 @@ class SearchOutcome:
     lost_tells: int = 0  # measurements whose trial a sweep had failed meanwhile (re-measured elsewhere)
     stop_reason: str = ""
     trial_numbers: list[int] = field(default_factory=list)
-
-
-def is_feasible(trial: Any) -> bool:
-    """A finished trial whose configuration could run (its ``unsupported`` constraint is <= 0)."""
-    return all(v <= 0 for v in (trial.constraints or {}).values())
 
 
 def measured_configs(study: Any) -> dict[str, Any]:

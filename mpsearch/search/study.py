@@ -254,7 +254,7 @@ def feasible_values(study: Any) -> list[list[float]]:
     """Objective values of the study's complete trials whose configuration could run."""
     import optuna
 
-    from mpsearch.search.run import is_feasible
+    from mpsearch.search.record import is_feasible
 
     return [list(t.values) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if t.values is not None and is_feasible(t)]
