@@ -28,6 +28,17 @@ def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complet
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def _can_build_wheels_here() -> bool:
+    import importlib.util
+
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    major = int(setuptools.__version__.split(".")[0])
+    return major >= 68 and bool(importlib.util.find_spec("setuptools.command.bdist_wheel") or importlib.util.find_spec("wheel"))
+
+
 def _build_wheel(tmp: Path) -> Path:
     """A wheel of this checkout, built from a copy (a build writes build/ and *.egg-info next to
     the sources, which must not land in the checkout)."""
@@ -37,11 +48,9 @@ def _build_wheel(tmp: Path) -> Path:
         shutil.copy2(REPO / name, src / name)
     shutil.copytree(REPO / "mpsearch", src / "mpsearch", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp / "wheels"
-    try:
-        import setuptools  # noqa: F401  (here already: build without downloading it)
-        isolation = ["--no-build-isolation"]
-    except ImportError:
-        isolation = []
+    # Build with what is installed when it can build a wheel (setuptools >= 68 with bdist_wheel, which
+    # setuptools has had built in since 70.1, or from the wheel package); otherwise let pip fetch it.
+    isolation = ["--no-build-isolation"] if _can_build_wheels_here() else []
     r = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", str(out), str(src)], cwd=tmp)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (wheel,) = out.glob("mpsearch-*.whl")
