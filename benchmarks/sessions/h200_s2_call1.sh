@@ -3,13 +3,7 @@
 # the GPU streams long PyTorch samples for the timing-window study; then stage 2 and tuning alone),
 # a warm rerun's compile count, and the CUTLASS GPU tests. Results and the kernel cache go to $OUT.
 set -u
-R=/tmp/res; mkdir -p $R
-T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $R/steps.txt; }
-left() { echo $(( ${BUDGET:-570} - ($(date +%s) - T0) )); }
-save() { tar czf $OUT/res.tgz -C /tmp res 2>/dev/null; }
-( while true; do sleep 30; save; done ) &
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl > $R/pip.log 2>&1 || { stamp "pip failed"; save; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 MPSEARCH_CACHE_DIR=$PWD/.kc
+source "$(dirname "$0")/prelude.sh"
 nvidia-smi --query-gpu=name,pci.bus_id,driver_version,power.limit,temperature.gpu,power.draw,clocks.sm --format=csv > $R/gpu.txt 2>&1
 nproc >> $R/gpu.txt
 stamp "ready"

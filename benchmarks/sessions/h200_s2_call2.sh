@@ -3,14 +3,8 @@
 # compile count, `mpsearch enumerate mlp6` with the CUTLASS backend timed (sustained regime, GPU
 # kept loaded between trials), then the CUTLASS GPU tests.
 set -u
-R=/tmp/res; mkdir -p $R
-T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $R/steps.txt; }
-left() { echo $(( ${BUDGET:-570} - ($(date +%s) - T0) )); }
-save() { tar czf $OUT/res.tgz -C /tmp res 2>/dev/null; }
-( while true; do sleep 30; save; done ) &
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl > $R/pip.log 2>&1 || { stamp "pip failed"; save; exit 1; }
+source "$(dirname "$0")/prelude.sh"
 tar xJf .kct/kc.tar.xz
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 MPSEARCH_CACHE_DIR=$PWD/.kc
 nvidia-smi --query-gpu=name,pci.bus_id,driver_version,power.limit,temperature.gpu,power.draw,clocks.sm --format=csv > $R/gpu.txt 2>&1
 stamp "ready"
 timeout 100 python3 benchmarks/kernels/cold_compile.py --cache-dir .kc --out $R/warm_compile.json > $R/warm_compile.log 2>&1

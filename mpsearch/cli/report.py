@@ -152,22 +152,10 @@ def _report_document(report) -> dict:  # noqa: ANN001
     import json
 
     from mpsearch.api import group_ties
+    from mpsearch.report.render import json_safe
 
     front = group_ties(report.front, report.objectives)
-    return {**_json_safe(report.summary()), "front": json.loads(front.to_json(orient="records"))}
-
-
-def _json_safe(value):  # noqa: ANN001, ANN202
-    """NaN and infinities (a hypervolume of nothing) as null: JSON has no such numbers."""
-    import math
-
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+    return {**json_safe(report.summary()), "front": json.loads(front.to_json(orient="records"))}
 
 
 def _print_frame(frame, title: str) -> None:  # noqa: ANN001

@@ -373,13 +373,14 @@ def plot_hint(missing: Sequence[str]) -> str:
     return f"plots skipped: {' and '.join(missing)} not installed; for pareto.png/.html: {PLOT_EXTRA_HINT}"
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """NaN and infinities (a hypervolume of nothing) as null: JSON has no such numbers."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -396,7 +397,7 @@ def write_report(report: StudyReport, out: Path, *, y: str | None = None, plotly
     report.trials.to_csv(out / "trials.csv", index=False)
     report.trials.to_json(out / "trials.json", orient="records", indent=1)
     report.front.to_csv(out / "front.csv", index=False)
-    (out / "summary.json").write_text(json.dumps(_json_safe(report.summary()), indent=1) + "\n")
+    (out / "summary.json").write_text(json.dumps(json_safe(report.summary()), indent=1) + "\n")
     if has_rich():
         from rich.console import Console
 
