@@ -23,288 +23,32 @@ Messages go to ``log`` (a callable taking one line; default: none). Errors the c
 Storage: a study named NAME lives, unless ``storage`` says otherwise, in ``studies/NAME.db``
 (SQLite: one process) or, for a search with several workers, ``studies/NAME.log`` (a journal file:
 several processes on one host); :func:`study_storage` finds whichever holds it.
+
+Here: the functions that run studies. :mod:`mpsearch.api.setup`: where studies live and the pieces a
+run is built from (network, backend, menu, objectives); :mod:`mpsearch.api.result`: what they return.
 """
 
 from __future__ import annotations
 
-import builtins
-import dataclasses
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
-from mpsearch.errors import InvalidSpecError, MpsearchError, StudyMismatchError, UnsupportedConfigError
+from mpsearch.errors import InvalidSpecError, MpsearchError, StudyMismatchError
 from mpsearch.network import Network
+from mpsearch.api.result import SearchResult, group_ties, no_front_message  # noqa: F401  (the CLI's too)
+from mpsearch.api.setup import (  # noqa: F401  (local_storages: the CLI's and report's too)
+    Setup, build_setup, callables_hint, local_storages, resume_objectives, stored_device, study_storage,
+)
 
-DEFAULT_OBJECTIVES = ("latency", "capacity")
 ENUMERATE_LIMIT = 5000
 # How often `search(workers=N)` reads the study to report progress while its workers run.
 PROGRESS_INTERVAL_S = 2.0
-# Objective values equal to this many significant digits are one point of the front: the same
-# latency summed over layers in another order can differ in the last bits.
-TIE_DIGITS = 9
 
 Log = Callable[[str], None]
 
 
 def _silent(_line: str) -> None:
     pass
-
-
-# --- where studies live ---------------------------------------------------------------------------
-
-def study_storage(name: str, storage: str | None = None) -> str:
-    """The storage URL of study ``name``: ``storage`` when given; else the file in ``studies/`` that
-    holds it, ``studies/NAME.db`` (SQLite) or ``studies/NAME.log`` (journal, written by a search
-    with several workers); ``sqlite:///studies/NAME.db`` when neither exists yet."""
-    from mpsearch.search.storage import STUDIES_DIR, default_storage_url
-    from mpsearch.validation import check_study_name
-
-    if storage:
-        return storage
-    check_study_name(name)
-    sqlite = default_storage_url(name)
-    journal = STUDIES_DIR / f"{name}.log"
-    if not journal.is_file():
-        return sqlite
-    if not (STUDIES_DIR / f"{name}.db").is_file():
-        return f"journal:{journal}"
-    return sqlite if _holds(sqlite, name) else f"journal:{journal}"
-
-
-def _holds(url: str, name: str) -> bool:
-    import optuna
-
-    from mpsearch.search.storage import open_storage
-
-    try:
-        return name in optuna.get_all_study_names(open_storage(url, read_only=True))
-    except MpsearchError:
-        return False
-
-
-def local_storages() -> list[str]:
-    """The storages in ``studies/``: every ``*.db`` (SQLite) and ``*.log`` (journal), as URLs."""
-    from mpsearch.search.storage import STUDIES_DIR
-
-    if not STUDIES_DIR.is_dir():
-        return []
-    dbs = [f"sqlite:///{p}" for p in sorted(STUDIES_DIR.glob("*.db"))]
-    logs = [f"journal:{p}" for p in sorted(STUDIES_DIR.glob("*.log"))]
-    return dbs + logs
-
-
-# --- the pieces a study run needs ----------------------------------------------------------------
-
-def as_network(network: Network | str | Path | Mapping[str, Any]) -> Network:
-    """A Network from a Network, a preset name, a TOML path or a dict."""
-    from mpsearch.network import resolve_network
-
-    if isinstance(network, Network):
-        return network
-    if isinstance(network, Path):
-        return resolve_network(str(network))
-    if isinstance(network, str):
-        return resolve_network(network)
-    if isinstance(network, Mapping):
-        return Network.from_dict(network, source="network dict")
-    raise InvalidSpecError(f"network must be a Network, a preset name, a TOML path or a dict, got {type(network).__name__}")
-
-
-def _objective_items(objectives: Any) -> list[Any]:
-    """The caller's objectives as a list (a dict ``{name: callable}`` becomes named callables)."""
-    from mpsearch.objectives import objective
-
-    if objectives is None:
-        return list(DEFAULT_OBJECTIVES)
-    if isinstance(objectives, str):
-        raise InvalidSpecError(f"objectives must be a list, e.g. ['latency', 'capacity'], got the string {objectives!r}")
-    if isinstance(objectives, Mapping):
-        return [objective(fn, name=name) if not isinstance(fn, str) else fn for name, fn in objectives.items()]
-    return list(objectives)
-
-
-@dataclass
-class Setup:
-    """A network with its latency backend, format menu, search space and prepared objectives."""
-
-    network: Network
-    backend: Any
-    reason: str  # why this backend (one line)
-    menu: tuple[str, ...]
-    space: Any
-    objectives: list[Any]
-
-    @property
-    def directions(self) -> list[str]:
-        return [o.direction for o in self.objectives]
-
-    def exact_objectives(self) -> dict[int, Any]:
-        """Objectives the layerwise sampler can compute without measuring (capacity), by index."""
-        from mpsearch.objectives import CapacityObjective
-        from mpsearch.space import capacity
-
-        net = self.network
-        return {i: (lambda c: float(capacity(net, c))) for i, o in builtins.enumerate(self.objectives)
-                if isinstance(o, CapacityObjective)}
-
-    def close(self) -> None:
-        self.backend.close()
-        for objective in self.objectives:
-            objective.close()
-
-
-def build_setup(network: Any, *, backend: str = "auto", device: str | None = None, data: str | None = None,
-                cache_dir: str | None = None, timing: str | None = None, formats: Any = None,
-                objectives: Any = None) -> Setup:
-    """Resolve the network, make the backend, check the menu against it and prepare the objectives
-    (anything that can never work is refused here, in one line, before a study exists)."""
-    from mpsearch.backends import make_backend
-    from mpsearch.formats import check_menu, default_menu, parse_menu
-    from mpsearch.objectives import parse_objectives
-    from mpsearch.space import SearchSpace
-
-    net = as_network(network)
-    chosen, reason = make_backend(backend, net, device=device, data=data, cache_dir=cache_dir, timing=timing)
-    try:
-        caps = chosen.capabilities
-        menu = parse_menu(formats) if formats is not None else default_menu(caps.arch)
-        check_menu(menu, caps.arch)
-        missing = [f for f in menu if f not in caps.formats]
-        if missing:
-            raise UnsupportedConfigError(
-                f"backend {caps.name} ({caps.device}) cannot price {', '.join(missing)}; it has "
-                f"{', '.join(sorted(caps.formats))}: narrow the formats"
-            )
-        space = SearchSpace(net, menu)
-        objs = parse_objectives(_objective_items(objectives), chosen)
-        setup = Setup(net, chosen, reason, menu, space, objs)
-        for objective in objs:
-            objective.prepare(net)
-        chosen.prepare(net, menu)
-    except BaseException:
-        chosen.close()
-        raise
-    return setup
-
-
-# --- results --------------------------------------------------------------------------------------
-
-def group_ties(front: Any, objectives: Sequence[str]) -> Any:
-    """The front with configurations of equal objective values (to :data:`TIE_DIGITS` significant
-    digits) as one row: the first (lowest trial number at that point) stands for them, column
-    ``alternatives`` lists the others' configurations and ``n_alternatives`` counts them."""
-    frame = front.copy()
-    if frame.empty:
-        frame["alternatives"] = pd_empty_object()
-        frame["n_alternatives"] = []
-        return frame
-    keys = [f"_tie_{i}" for i in range(len(objectives))]
-    for key, name in zip(keys, objectives):
-        frame[key] = frame[name].map(lambda v: float(f"{v:.{TIE_DIGITS}g}"))
-    frame["_tie"] = frame.groupby(keys, sort=False).ngroup()
-    members = frame.groupby("_tie", sort=False)["config"].agg(list)
-    out = frame.drop_duplicates("_tie").copy()
-    out["alternatives"] = [members[g][1:] for g in out["_tie"]]
-    out["n_alternatives"] = out["alternatives"].map(len)
-    return out.drop(columns=[*keys, "_tie"]).reset_index(drop=True)
-
-
-def pd_empty_object() -> Any:
-    import pandas as pd
-
-    return pd.Series([], dtype=object)
-
-
-def no_front_message(study: Any) -> str:
-    """One line: the study has no Pareto front, and the reason its last failed trial gave."""
-    import optuna
-
-    from mpsearch.search.record import FAIL_ATTR
-
-    trials = study.get_trials(deepcopy=False)
-    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    last = failed[-1].user_attrs.get(FAIL_ATTR, "") if failed else ""
-    return (f"no Pareto front: none of the {len(trials)} trials of study {study.study_name} completed with a "
-            f"feasible configuration" + (f" ({len(failed)} failed; last reason: {last})" if last else ""))
-
-
-@dataclass
-class SearchResult:
-    """A stored study and, after a run, how that run ended.
-
-    ``front`` and ``trials`` are read from the study each time (they see what other workers add)."""
-
-    study: Any  # optuna.Study
-    storage: str  # its storage URL
-    outcome: Any = None  # mpsearch.search.run.SearchOutcome of the run that made this result; None from load()
-    space_size: int | None = None
-
-    @property
-    def name(self) -> str:
-        return self.study.study_name
-
-    @property
-    def objectives(self) -> list[str]:
-        from mpsearch.search.results import objective_names
-
-        return objective_names(self.study)
-
-    @property
-    def trials(self) -> Any:
-        """Every trial: number, state, objective values, config, latency origin, failure reason."""
-        from mpsearch.search.results import trials_frame
-
-        return trials_frame(self.study)
-
-    @property
-    def front(self) -> Any:
-        """The Pareto front, one row per point: trial, objective values, ``latency_source``,
-        ``config`` (per-layer formats, comma-separated), one column per layer, and ``alternatives``
-        / ``n_alternatives`` (other configurations with the same objective values)."""
-        from mpsearch.search.results import pareto_frame
-
-        return group_ties(pareto_frame(self.study), self.objectives)
-
-    @property
-    def best_feasible(self) -> str | None:
-        """Under constraints: one line naming the best configuration that meets them; else None."""
-        from mpsearch.search.constraints import best_feasible_text
-
-        return best_feasible_text(self.study)
-
-    def report(self, out: str | Path | None = None, *, y: str | None = None, plotlyjs: str | bool = True,
-               exhaustive: bool = True) -> Path:
-        """Write the study's report folder (plots, CSV/JSON, summary; default ``reports/NAME``), as
-        ``mpsearch report`` does, and return it."""
-        from mpsearch.report import compute_report
-        from mpsearch.report.compute import StudyRef
-        from mpsearch.report.render import write_report
-        from mpsearch.validation import check_output_folder
-
-        folder = Path(out) if out is not None else Path("reports") / self.name
-        check_output_folder(folder, "out")
-        write_report(compute_report(StudyRef(self.name, self.storage), exhaustive=exhaustive), folder,
-                     y=y, plotlyjs=plotlyjs)
-        return folder
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able: the study, how the run ended, and the front (what ``--json`` prints)."""
-        import json
-
-        from mpsearch.search.storage import redacted
-
-        front = self.front
-        out: dict[str, Any] = {"study": self.name, "storage": redacted(self.storage), "objectives": self.objectives,
-                               "trials": len(self.study.get_trials(deepcopy=False))}
-        if self.outcome is not None:
-            o = self.outcome
-            out.update(stopped=o.stop_reason, measured=o.measured, failed=o.failed, infeasible=o.infeasible,
-                       repeats=o.repeats, collisions=o.collisions)
-        out["best_feasible"] = self.best_feasible
-        out["front"] = json.loads(front.to_json(orient="records")) if not front.empty else []
-        return out
 
 
 # --- running a study ------------------------------------------------------------------------------
@@ -435,74 +179,6 @@ def _refuse_callables_for_workers(objectives: Sequence[Any], workers: int) -> No
             f"other processes: give it as an import path ('{local[0]}=package.module:function') or use workers=1")
 
 
-def _stored_device(stored: Any, backend_name: str) -> str | None:
-    """The device argument that remakes the stored study's backend: the roofline model's GPU, or the
-    replay recording it was served from; None for backends that measure the GPU they run on, or
-    when another backend is asked for (the resume check then names the difference)."""
-    made = stored.backend.get("backend")
-    if backend_name != made:
-        return None
-    if made == "roofline":
-        return stored.backend.get("device")
-    if made == "replay":
-        return stored.backend.get("recording") or stored.backend.get("device")
-    return None
-
-
-def _objectives_for_resume(stored: Any, given: Any, name: str, how_to_pass: str) -> list[Any]:
-    """What to build the objectives of stored study ``name`` from, importing nothing it names.
-
-    Built-ins come from the stored spec. An import-path plug-in comes only from ``given`` (and must
-    match what is stored); a Python callable only from ``given`` too, by its objective name, taking
-    the stored direction unless it names one. ``given`` that lists a built-in replaces the stored
-    list as a whole (the resume check then names any difference)."""
-    from mpsearch.objectives import CallableObjective, Objective, is_callable_spec, objective
-    from mpsearch.search.study import objectives_for_resume
-
-    items = [] if given is None else _objective_items(given)
-    strings = [g for g in items if isinstance(g, str)]
-    others = [g if isinstance(g, Objective) else objective(g) for g in items if not isinstance(g, str)]
-    if strings and any(not _is_plugin_text(s) for s in strings):
-        return items
-    by_name = {o.name: o for o in others}
-    wanted = [o for o in stored.objectives if is_callable_spec(o.get("spec", ""))]
-    missing = [o for o in wanted if o["name"] not in by_name]
-    if missing:
-        names = ", ".join(f"{o['name']} ({o['direction']})" for o in missing)
-        raise InvalidSpecError(
-            f"study {name!r} has Python-callable objective{'s' if len(missing) > 1 else ''} {names}, which a study "
-            f"cannot store: {how_to_pass}")
-    plain = dataclasses.replace(stored, objectives=[o for o in stored.objectives if not is_callable_spec(o.get("spec", ""))])
-    from_strings = iter(objectives_for_resume(plain, strings, name))
-    merged: list[Any] = []
-    for o in stored.objectives:
-        if is_callable_spec(o.get("spec", "")):
-            chosen = by_name.pop(o["name"])
-            if isinstance(chosen, CallableObjective) and chosen.given_direction is None:
-                chosen = CallableObjective(chosen.fn, chosen.name, o["direction"])
-            merged.append(chosen)
-        else:
-            merged.append(next(from_strings))
-    return merged + list(from_strings) + list(by_name.values())  # extras: the resume check names them
-
-
-def _is_plugin_text(text: str) -> bool:
-    from mpsearch.objectives import is_plugin_spec
-
-    return is_plugin_spec(text)
-
-
-def _callables_hint(stored: Any, name: str, from_command_line: bool) -> str:
-    """How to give a study's Python-callable objectives again (from Python: the command line cannot)."""
-    from mpsearch.objectives import is_callable_spec
-
-    names = [o["name"] for o in stored.objectives if is_callable_spec(o.get("spec", ""))]
-    call = f"mpsearch.resume({name!r}, objectives={{{', '.join(f'{n!r}: {n}_function' for n in names)}}})"
-    if from_command_line:
-        return f"the command line cannot pass Python functions: continue the study from Python, {call}"
-    return f"pass {'them' if len(names) > 1 else 'it'} again: {call}"
-
-
 def _open_stored(name: str, storage: str | None) -> tuple[str, Any, Any]:
     from mpsearch.search.storage import open_storage
     from mpsearch.search.study import load_study
@@ -519,8 +195,8 @@ def _setup_for_stored(stored: Any, name: str, *, network: Any, formats: Any, obj
     not yet compared with the stored one (:func:`_check_same_setup`)."""
     backend_name = backend or stored.backend.get("backend", "auto")
     if device is None:
-        device = _stored_device(stored, backend_name)
-    specs = _objectives_for_resume(stored, objectives, name, how_to_pass)
+        device = stored_device(stored, backend_name)
+    specs = resume_objectives(stored, objectives, name, how_to_pass)
     net = network if network is not None else Network.from_dict(stored.network, source=f"study {name}")
     return build_setup(net, backend=backend_name, device=device, data=data, cache_dir=cache_dir, timing=timing,
                        formats=formats if formats is not None else list(stored.menu), objectives=specs)
@@ -553,7 +229,7 @@ def resume(name: str, *, storage: str | None = None, trials: int | None = None, 
     url, study, stored = _open_stored(name, storage)
     setup = _setup_for_stored(stored, name, network=network, formats=formats, objectives=objectives, backend=backend,
                               device=device, data=data, cache_dir=cache_dir, timing=timing,
-                              how_to_pass=_callables_hint(stored, name, from_command_line))
+                              how_to_pass=callables_hint(stored, name, from_command_line))
     try:
         _check_same_setup(stored, setup, name)
         log(f"backend: {setup.reason}")
@@ -664,7 +340,7 @@ def run_worker(name: str, storage: str, *, worker_index: int = 0, trials: int | 
                                study_budget=study_budget)
     setup = _setup_for_stored(stored, name, network=None, formats=None, objectives=objectives, backend=backend,
                               device=device, data=data, cache_dir=cache_dir, timing=timing,
-                              how_to_pass=_callables_hint(stored, name, from_command_line))
+                              how_to_pass=callables_hint(stored, name, from_command_line))
     try:
         here = setup.backend.capabilities.device
         if here != stored.device:
