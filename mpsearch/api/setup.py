@@ -65,10 +65,8 @@ def as_network(network: Network | str | Path | Mapping[str, Any]) -> Network:
 
     if isinstance(network, Network):
         return network
-    if isinstance(network, Path):
+    if isinstance(network, (str, Path)):
         return resolve_network(str(network))
-    if isinstance(network, str):
-        return resolve_network(network)
     if isinstance(network, Mapping):
         return Network.from_dict(network, source="network dict")
     raise InvalidSpecError(f"network must be a Network, a preset name, a TOML path or a dict, got {type(network).__name__}")

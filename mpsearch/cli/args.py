@@ -50,7 +50,7 @@ def network_from_args(args: argparse.Namespace) -> Any:
     """The network the user typed (a MODULE:CALLABLE runs their code: only ever from the command line)."""
     from mpsearch.network import resolve_network
 
-    return resolve_network(args.network, tokens=getattr(args, "tokens", None), blocks=getattr(args, "blocks", None))
+    return resolve_network(args.network, tokens=args.tokens, blocks=args.blocks)
 
 
 def add_backend_args(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
