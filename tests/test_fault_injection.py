@@ -250,17 +250,25 @@ def test_workers_sharing_a_hostname_and_pid_in_different_namespaces_are_not_swep
     # very pid, one with a pid that is free here (looking it up here would call it dead).
     real = start(s, "real", seed=1, coordinator={"heartbeat_s": 0.1, "stale_after_s": 1.5})
     free_pid = max(int(p) for p in os.listdir("/proc") if p.isdigit()) + 10000
-    twins = [start(s, f"twin{i}", seed=2 + i, coordinator={"heartbeat_s": 0.1, "stale_after_s": 1.5},
+    # The second twin's one measurement lasts a minute, so it is surely holding a trial when it is
+    # killed (with short measurements the kill could land between two trials: nothing to sweep).
+    twins = [start(s, f"twin{i}", seed=2 + i, sleep_s=sleep_s, coordinator={"heartbeat_s": 0.1, "stale_after_s": 1.5},
                    worker=WorkerIdentity(host, pid, f"twin-token-{i}", f"another-host-boot/pid:[{i}]", 1))
-             for i, pid in enumerate((real.pid, free_pid))]
-    time.sleep(3)
+             for i, (pid, sleep_s) in enumerate(((real.pid, 0.02), (free_pid, 60.0)))]
+    while not twins[1].out.with_suffix(".measuring").exists():
+        assert twins[1].is_alive(), result(twins[1])
+        time.sleep(0.01)
+    time.sleep(3)  # twice the stale limit: only heartbeats keep the twins' trials alive
     assert not [t for t in load(s).trials if SWEPT_ATTR in t.user_attrs], "a live worker's trial was swept"
     os.kill(twins[1].pid, signal.SIGKILL)
     twins[1].join(10)
     killed_at = time.time()
-    time.sleep(3)  # 1.5 s stale limit, then a sweep within a heartbeat
-    study = load(s)
-    swept = [t for t in study.trials if SWEPT_ATTR in t.user_attrs]
+    swept: list = []
+    deadline = time.monotonic() + 30  # 1.5 s stale limit, then a sweep within a heartbeat; slack for a loaded machine
+    while not swept and time.monotonic() < deadline:
+        time.sleep(0.5)
+        study = load(s)
+        swept = [t for t in study.trials if SWEPT_ATTR in t.user_attrs]
     assert swept and all(t.user_attrs[WORKER_TOKEN_ATTR] == "twin-token-1" for t in swept)
     assert all("no heartbeat for" in t.user_attrs[FAIL_ATTR] for t in swept)  # judged by heartbeat, not by pid
     assert all(t.datetime_complete.timestamp() >= killed_at + 1.0 for t in swept)
