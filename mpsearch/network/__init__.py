@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from mpsearch.errors import InvalidSpecError
 from mpsearch.network.core import MAX_DIM, Layer, Network, Op, load_network
 from mpsearch.network.layer import tie_name
 from mpsearch.network.presets import PRESETS, preset
+from mpsearch.usercode import import_user_module
 
 __all__ = ["Layer", "Network", "Op", "MAX_DIM", "PRESETS", "load_network", "preset", "resolve_network", "tie_name"]
 
@@ -41,7 +40,7 @@ def resolve_network(spec: str, *, tokens: int | None = None, blocks: int | None 
       :meth:`Network.from_hf_config`). ``tokens``/``blocks`` may be given as arguments instead (a
       command line's ``--tokens``/``--blocks``), not both ways with different values;
     - ``MODULE:CALLABLE`` (``mypkg.models:build`` or ``models.py:build``): imports MODULE (from the
-      current directory first) and calls CALLABLE with no arguments; it returns a Network or
+      current directory too, after installed packages) and calls CALLABLE with no arguments; it returns a Network or
       ``(nn.Module, example_inputs)``, which :meth:`Network.from_torch` captures.
 
     ``MODULE:CALLABLE`` runs the user's code: pass only strings the user typed, never ones read back
@@ -113,17 +112,7 @@ def _network_from_code(module_name: str, attr: str) -> Network:
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         else:
-            # An installed console script does not put the current directory on sys.path; a user's
-            # model file usually lives there.
-            cwd = os.getcwd()
-            added = cwd not in sys.path
-            if added:
-                sys.path.insert(0, cwd)
-            try:
-                module = importlib.import_module(module_name)
-            finally:
-                if added:
-                    sys.path.remove(cwd)
+            module = import_user_module(module_name)
     except InvalidSpecError:
         raise
     except Exception as err:

@@ -29,11 +29,8 @@ stored, so resuming such a study needs the same function passed again under the 
 
 from __future__ import annotations
 
-import importlib
 import math
 import numbers
-import os
-import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -41,6 +38,7 @@ from typing import Any, Callable
 from mpsearch.errors import InvalidSpecError, ObjectiveError
 from mpsearch.network import Network
 from mpsearch.space import Config, capacity
+from mpsearch.usercode import import_user_module
 from mpsearch.validation import BUILT_IN_OBJECTIVES, check_objective_name
 
 DIRECTIONS = ("minimize", "maximize")
@@ -206,12 +204,8 @@ def load_callable(target: str) -> Callable[..., Any]:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise InvalidSpecError(f"objective {target!r} must be 'package.module:function[:minimize|maximize]'")
-    # Module paths are relative to the current directory, as with `python -m`; the `mpsearch` console
-    # script does not put it on sys.path. Appended, so it never shadows an installed package.
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        module = import_user_module(module_name)
     except ImportError as err:
         raise InvalidSpecError(f"objective {target!r}: cannot import module {module_name!r} ({err}); check the path and PYTHONPATH") from None
     except Exception as err:

@@ -1,0 +1,23 @@
+"""The one way mpsearch imports a module a user named (a plug-in objective, a network builder).
+
+Module paths resolve as with ``python -m``: against sys.path, plus the current directory, where a
+user's own files usually are (the installed ``mpsearch`` console script does not put it on
+sys.path). The directory is appended, never prepended, so a file there never shadows an installed
+package, and it stays on sys.path: a plug-in's child process copies sys.path to import the same
+module. Only names typed on the command line or passed from Python come here, never names read from
+a stored study.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from types import ModuleType
+
+
+def import_user_module(module_name: str) -> ModuleType:
+    """``importlib.import_module(module_name)`` with the current directory on sys.path (appended)."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    return importlib.import_module(module_name)
