@@ -126,7 +126,10 @@ def measured_log(s, started=False) -> list[tuple[int, str]]:
 @pytest.mark.slow
 def test_four_workers_times_fifty_trials_lose_nothing_and_measure_nothing_twice(shared):
     s = shared
-    create(s, "--workers", "0", "--trials", "200")
+    # Random proposals: the storage and the claims are what is tested here, and random proposals
+    # collide more often. Four layerwise workers refitting on up to 200 trials took minutes on two
+    # loaded cores; the kill and resume tests below run the default sampler with workers.
+    create(s, "--workers", "0", "--trials", "200", "--sampler", "random")
     procs = [spawn(s, "worker", s.name, "--storage", s.url, "--trials", "50", "--worker-index", str(i),
                    "--no-progress", *PLUGIN, *FAST) for i in range(4)]
     outs = [finish(p) for p in procs]
