@@ -161,3 +161,30 @@ def test_trials_record_where_their_latency_came_from():
     t = study.trials[0]
     assert t.user_attrs[attrs.LATENCY_SOURCE] == "model" and t.user_attrs[attrs.LATENCY_DEVICE] == "FakeGPU"
     assert t.user_attrs["device"] == "FakeGPU"
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+def test_the_claim_check_finds_exactly_the_other_trials_of_the_same_configuration(tmp_path, storage):
+    from mpsearch.search.lookups import trials_of_config
+    from mpsearch.search.storage import open_storage
+
+    url = None if storage == "memory" else open_storage(f"sqlite:///{tmp_path}/claims.db")
+    study = optuna.create_study(storage=url, directions=["minimize", "maximize"])
+    S = optuna.trial.TrialState
+    made = {}
+    # Keys with characters JSON escapes, so the stored text and the looked-up text must agree.
+    for name, key, state in [("done", 'fp16,"int8"', S.COMPLETE), ("running", 'fp16,"int8"', S.RUNNING),
+                             ("mine", 'fp16,"int8"', S.RUNNING), ("failed", 'fp16,"int8"', S.FAIL),
+                             ("other", "fp16,fp16", S.COMPLETE), ("unclaimed", None, S.RUNNING)]:
+        trial = study.ask()
+        if key is not None:
+            trial.set_user_attr(CONFIG, key)
+        if state == S.COMPLETE:
+            study.tell(trial, [1.0, 2.0])
+        elif state == S.FAIL:
+            study.tell(trial, state=S.FAIL)
+        made[name] = trial._trial_id
+    found = trials_of_config(study, 'fp16,"int8"', (S.COMPLETE, S.RUNNING), exclude=made["mine"])
+    assert [t._trial_id for t in found] == [made["done"], made["running"]]
+    assert [t.state for t in found] == [S.COMPLETE, S.RUNNING]
+    assert trials_of_config(study, "int8,int8", (S.COMPLETE, S.RUNNING)) == []

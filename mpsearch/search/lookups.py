@@ -63,6 +63,16 @@ def trials_with_attr(study: Any, key: str, states: Sequence[Any]) -> list[Any]:
     return [study._storage.get_trial(i) for i, _ in _trial_ids_with_attr(study, key, states)]
 
 
+def trials_of_config(study: Any, key: str, states: Sequence[Any], exclude: int | None = None) -> list[Any]:
+    """The study's trials in ``states`` that claimed configuration ``key`` (all but trial id
+    ``exclude``), by number, read from the storage now. On an RDB storage one query finds their ids
+    and only those trials are read; elsewhere a pass over Optuna's list (in memory)."""
+    if rdb_backend(study._storage) is None:
+        return [t for t in study.get_trials(deepcopy=False, states=tuple(states))
+                if t.user_attrs.get(CONFIG) == key and t._trial_id != exclude]
+    return [study._storage.get_trial(i) for i, _ in _trial_ids_with_attr(study, CONFIG, states, key, exclude)]
+
+
 def measured_config_ids(study: Any) -> dict[str, int]:
     """Configuration → id of the first COMPLETE trial of it (a trial measured it, or found it
     infeasible). On an RDB storage only the ``config`` attributes are read, not the trials."""

@@ -38,7 +38,7 @@ from mpsearch.search.record import (
 )
 from mpsearch.search.study import store_reference_point
 from mpsearch.search.workers import COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator
-from mpsearch.search.lookups import ConfigIndex, measured_config_ids
+from mpsearch.search.lookups import ConfigIndex, measured_config_ids, trials_of_config
 from mpsearch.search.writes import buffered
 from mpsearch.space import SearchSpace
 
@@ -223,7 +223,7 @@ def run_search(
             writes = buffered(trial)
             try:
                 config = space.suggest(trial)
-                # The claim: written, with the parameters, before the snapshot below is read (see
+                # The claim: written, with the parameters, before the same configuration's trials are read below (see
                 # mpsearch.search.workers).
                 trial.set_user_attr(CONFIG_ATTR, config.key)
                 writes.flush()
@@ -232,11 +232,9 @@ def run_search(
 
                 rivals = []
                 if config.key not in known:  # another worker may have measured it, or be measuring it
-                    snapshot = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                                        optuna.trial.TrialState.RUNNING))
-                    for t in snapshot:
-                        if t.user_attrs.get(CONFIG_ATTR) != config.key or t.number == trial.number:
-                            continue
+                    same = trials_of_config(study, config.key, (optuna.trial.TrialState.COMPLETE,
+                                                                optuna.trial.TrialState.RUNNING), exclude=trial._trial_id)
+                    for t in same:
                         if t.state == optuna.trial.TrialState.COMPLETE:
                             known.setdefault(config.key, t._trial_id)
                         elif REPEAT_ATTR not in t.user_attrs and COLLISION_ATTR not in t.user_attrs:

@@ -17,8 +17,9 @@ ask/tell on every storage, so it keeps its own, in trial user attributes:
   winner killed before it queued is made up for by the next sweep that finds the configuration owed.
   A worker whose own trial was swept (it was paused past ``stale_after_s``) drops what it found with
   a note and goes on.
-- **Claims.** A worker writes its trial's ``config`` before it measures, then reads every RUNNING
-  and COMPLETE trial in one snapshot. A COMPLETE trial of the same configuration makes the trial a
+- **Claims.** A worker writes its trial's ``config`` before it measures, then reads the RUNNING
+  and COMPLETE trials that claimed the same configuration (one query on an RDB storage, so the cost
+  does not grow with the study). A COMPLETE trial of the same configuration makes the trial a
   repeat (values copied); another RUNNING trial of it is a *collision*: the trial is told FAIL with
   ``collided_with`` and not measured. Since each writes before it reads, of two workers claiming
   one configuration at least one sees the other, so one configuration is never measured by two
