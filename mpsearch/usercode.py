@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from types import ModuleType
+from typing import Any
 
 
 def import_user_module(module_name: str) -> ModuleType:
@@ -21,3 +22,12 @@ def import_user_module(module_name: str) -> ModuleType:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     return importlib.import_module(module_name)
+
+
+def user_attribute(module: ModuleType, attr: str) -> Any:
+    """What the dotted ``attr`` (``function`` or ``Class.method``) names in ``module``;
+    AttributeError if any part of it is missing (each caller words the error for its option)."""
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return target

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import re
 from pathlib import Path
@@ -20,7 +19,7 @@ from mpsearch.errors import InvalidSpecError
 from mpsearch.network.core import MAX_DIM, Layer, Network, Op, load_network
 from mpsearch.network.layer import tie_name
 from mpsearch.network.presets import PRESETS, preset
-from mpsearch.usercode import import_user_module
+from mpsearch.usercode import import_user_module, user_attribute
 
 __all__ = ["Layer", "Network", "Op", "MAX_DIM", "PRESETS", "load_network", "preset", "resolve_network", "tie_name"]
 
@@ -118,11 +117,10 @@ def _network_from_code(module_name: str, attr: str) -> Network:
     except Exception as err:
         detail = " ".join(str(err).split())
         raise InvalidSpecError(f"{where}: cannot import {module_name}: {type(err).__name__}: {detail}") from None
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise InvalidSpecError(f"{where}: {module_name} has no attribute {attr!r}")
-        target = getattr(target, part)
+    try:
+        target = user_attribute(module, attr)
+    except AttributeError:
+        raise InvalidSpecError(f"{where}: {module_name} has no attribute {attr!r}") from None
     if not callable(target):
         raise InvalidSpecError(f"{where}: {attr} must be a callable returning (nn.Module, example_inputs) or a "
                                f"Network, got {type(target).__name__}")

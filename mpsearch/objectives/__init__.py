@@ -38,7 +38,7 @@ from typing import Any, Callable
 from mpsearch.errors import InvalidSpecError, ObjectiveError
 from mpsearch.network import Network
 from mpsearch.space import Config, capacity
-from mpsearch.usercode import import_user_module
+from mpsearch.usercode import import_user_module, user_attribute
 from mpsearch.validation import BUILT_IN_OBJECTIVES, check_objective_name
 
 DIRECTIONS = ("minimize", "maximize")
@@ -210,11 +210,10 @@ def load_callable(target: str) -> Callable[..., Any]:
         raise InvalidSpecError(f"objective {target!r}: cannot import module {module_name!r} ({err}); check the path and PYTHONPATH") from None
     except Exception as err:
         raise InvalidSpecError(f"objective {target!r}: importing {module_name!r} raised {type(err).__name__}: {err}") from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise InvalidSpecError(f"objective {target!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+    try:
+        obj = user_attribute(module, attr)
+    except AttributeError:
+        raise InvalidSpecError(f"objective {target!r}: module {module_name!r} has no attribute {attr!r}") from None
     if not callable(obj):
         raise InvalidSpecError(f"objective {target!r}: {attr!r} is a {type(obj).__name__}, not a callable")
     return obj
