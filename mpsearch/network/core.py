@@ -204,6 +204,15 @@ def _int_field(value: Any, field_name: str, source: str) -> int:
 MAX_REPEAT = 10_000
 
 
+def _check_table(entry: Any, allowed: tuple[str, ...], described: str, source: str, at: str) -> None:
+    """``entry`` is a table (``[[...]]``) with no field outside ``allowed`` (``described``: what it should hold)."""
+    if not isinstance(entry, Mapping):
+        raise InvalidSpecError(f"{source}: {at} must be a table with {described}, got {entry!r}")
+    extra = sorted(set(entry) - set(allowed))
+    if extra:
+        raise InvalidSpecError(f"{source}: {at} has unknown field {extra[0]!r}; allowed: {', '.join(allowed)}")
+
+
 def _parse_layer_tables(raw: Any, batch: int | None, source: str, where: str) -> list[Layer]:
     """The ``[[layers]]``-style tables at ``where`` (``layers`` or ``block[i].layers``)."""
     if not isinstance(raw, list) or not raw:
@@ -211,11 +220,7 @@ def _parse_layer_tables(raw: Any, batch: int | None, source: str, where: str) ->
     layers = []
     for i, entry in enumerate(raw):
         at = f"{where}[{i}]"
-        if not isinstance(entry, Mapping):
-            raise InvalidSpecError(f"{source}: {at} must be a table with name, n, k (and m), got {entry!r}")
-        extra = sorted(set(entry) - {"name", "m", "n", "k"})
-        if extra:
-            raise InvalidSpecError(f"{source}: {at} has unknown field {extra[0]!r}; allowed: name, m, n, k")
+        _check_table(entry, ("name", "m", "n", "k"), "name, n, k (and m)", source, at)
         lname = entry.get("name")
         if not isinstance(lname, str) or not lname:
             raise InvalidSpecError(f"{source}: {at}.name must be a non-empty string, got {lname!r}")
@@ -254,11 +259,7 @@ def _parse_blocks(raw: Any, batch: int | None, source: str) -> tuple[list[Layer]
     prefixes: dict[str, int] = {}
     for bi, block in enumerate(raw):
         where = f"block[{bi}]"
-        if not isinstance(block, Mapping):
-            raise InvalidSpecError(f"{source}: {where} must be a table with repeat, prefix, layers (and groups), got {block!r}")
-        extra = sorted(set(block) - {"repeat", "prefix", "layers", "groups"})
-        if extra:
-            raise InvalidSpecError(f"{source}: {where} has unknown field {extra[0]!r}; allowed: repeat, prefix, layers, groups")
+        _check_table(block, ("repeat", "prefix", "layers", "groups"), "repeat, prefix, layers (and groups)", source, where)
         repeat = block.get("repeat", 1)
         if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
             raise InvalidSpecError(f"{source}: {where}.repeat must be an integer in [1, {MAX_REPEAT}], got {repeat!r}")
