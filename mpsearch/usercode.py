@@ -1,4 +1,5 @@
-"""The one way mpsearch imports a module a user named (a plug-in objective, a network builder).
+"""How mpsearch imports code a user named (a plug-in objective, a network builder): a module, or a
+``.py`` file by its path.
 
 Module paths resolve as with ``python -m``: against sys.path, plus the current directory, where a
 user's own files usually are (the installed ``mpsearch`` console script does not put it on
@@ -11,8 +12,10 @@ a stored study.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +25,14 @@ def import_user_module(module_name: str) -> ModuleType:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     return importlib.import_module(module_name)
+
+
+def import_user_file(path: Path) -> ModuleType:
+    """The ``.py`` file at ``path``, run as a module named after its stem (not added to sys.modules)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def user_attribute(module: ModuleType, attr: str) -> Any:

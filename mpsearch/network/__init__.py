@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from mpsearch.errors import InvalidSpecError
 from mpsearch.network.core import MAX_DIM, Layer, Network, Op, load_network
 from mpsearch.network.layer import tie_name
 from mpsearch.network.presets import PRESETS, preset
-from mpsearch.usercode import import_user_module, user_attribute
+from mpsearch.usercode import import_user_file, import_user_module, user_attribute
 
 __all__ = ["Layer", "Network", "Op", "MAX_DIM", "PRESETS", "load_network", "preset", "resolve_network", "tie_name"]
 
@@ -107,9 +106,7 @@ def _network_from_code(module_name: str, attr: str) -> Network:
             path = Path(module_name)
             if not path.is_file():
                 raise InvalidSpecError(f"{where}: no such file {module_name}")
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            module = import_user_file(path)
         else:
             module = import_user_module(module_name)
     except InvalidSpecError:

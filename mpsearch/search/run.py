@@ -223,8 +223,8 @@ def run_search(
             writes = buffered(trial)
             try:
                 config = space.suggest(trial)
-                # The claim: written, with the parameters, before the same configuration's trials are read below (see
-                # mpsearch.search.workers).
+                # The claim: written, with the parameters, before the same configuration's trials are
+                # read below (see mpsearch.search.workers).
                 trial.set_user_attr(CONFIG_ATTR, config.key)
                 writes.flush()
                 outcome.trial_numbers.append(trial.number)
