@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import mpsearch
-from mpsearch.api import group_ties
+from mpsearch.api.result import group_ties
 from mpsearch.errors import InvalidSpecError, StudyMismatchError
 from mpsearch.search.record import read_spec
 from tests.conftest import REPO

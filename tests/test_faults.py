@@ -456,7 +456,7 @@ def test_a_postgresql_lock_held_past_the_time_limit_is_one_line(monkeypatch):
 
     import psycopg
 
-    from mpsearch.cli.worker import run_guarded
+    from mpsearch.api import run_guarded
     from mpsearch.search import storage as storage_module
 
     monkeypatch.setattr(storage_module, "STORAGE_STUCK_S", 1.0)
@@ -484,7 +484,7 @@ def test_a_journal_path_that_is_a_folder_is_refused(tmp_path):
 
 
 def test_a_locked_sqlite_database_is_one_line_and_keeps_what_was_stored(tmp_path, monkeypatch):
-    from mpsearch.cli.worker import run_guarded
+    from mpsearch.api import run_guarded
     from mpsearch.search import storage as storage_module
 
     monkeypatch.setattr(storage_module, "SQLITE_BUSY_TIMEOUT_S", 0.2)
@@ -768,7 +768,7 @@ def test_a_storage_server_lost_mid_search_is_one_line_and_keeps_what_was_stored(
 
     import redis
 
-    from mpsearch.cli.worker import run_guarded
+    from mpsearch.api import run_guarded
 
     try:
         socket.create_connection(("127.0.0.1", 6379), timeout=3).close()

@@ -35,9 +35,9 @@ from typing import Any, Callable, Sequence
 
 from mpsearch.errors import InvalidSpecError, MpsearchError, StudyMismatchError
 from mpsearch.network import Network
-from mpsearch.api.result import SearchResult, group_ties, no_front_message  # noqa: F401  (the CLI's too)
-from mpsearch.api.setup import (  # noqa: F401  (local_storages: the CLI's and report's too)
-    Setup, build_setup, callables_hint, local_storages, resume_objectives, stored_device, study_storage,
+from mpsearch.api.result import SearchResult
+from mpsearch.api.setup import (
+    Setup, build_setup, callables_hint, resume_objectives, stored_device, study_storage,
 )
 
 ENUMERATE_LIMIT = 5000

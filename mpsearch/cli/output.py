@@ -38,7 +38,7 @@ def print_outcome(result: Any) -> bool:
     error on stderr) when the study has no front, as when every trial failed."""
     import pandas as pd
 
-    from mpsearch.api import no_front_message
+    from mpsearch.api.result import no_front_message
     from mpsearch.search.storage import redacted
 
     study, outcome = result.study, result.outcome

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from mpsearch.validation import check_output_folder
 
     if args.list:
-        from mpsearch.api import local_storages
+        from mpsearch.api.setup import local_storages
 
         urls = [args.storage] if args.storage else local_storages()
         frame = list_studies(urls)
@@ -151,7 +151,7 @@ def _report_document(report) -> dict:  # noqa: ANN001
     """A study's report as JSON: its summary and its front, tied configurations grouped."""
     import json
 
-    from mpsearch.api import group_ties
+    from mpsearch.api.result import group_ties
     from mpsearch.report.render import json_safe
 
     front = group_ties(report.front, report.objectives)

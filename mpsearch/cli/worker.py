@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mpsearch.api import run_guarded  # noqa: F401  (kept importable here: the one-line storage errors)
 from mpsearch.cli.args import (
     add_backend_args, add_coordination_args, backend_kwargs, coordination_kwargs, int_at_least, positive_float,
     positive_int,
