@@ -41,6 +41,7 @@ class FakeGpu:
         self.heat = 0.0
         self.rng = random.Random(seed)
         self.batches = 0
+        self.orders: list[list[str]] = []
 
     def clock(self) -> float:
         past = max(0.0, self.heat - self.hold_s)
@@ -58,6 +59,10 @@ class FakeGpu:
             self.t += ms / 1000 + self.overhead_s
             self.heat += ms / 1000
         return out
+
+    def run_alternating(self, launches, rounds, what):
+        self.orders.append([launch.name for launch in launches])
+        return [[self.run_batch(launch, 1, what)[0] for launch in launches] for _ in range(rounds)]
 
     def idle(self, seconds):
         self.t += seconds
@@ -246,6 +251,48 @@ def test_racing_drops_clearly_slower_candidates_and_keeps_their_samples():
     assert min(out, key=lambda n: out[n].median_ms) == "fast"
 
 
+class HoldingGpu(FakeGpu):
+    """A fake GPU that records what the protocol leaves queued after a measurement."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.holds: list[tuple[float, float]] = []
+
+    def hold(self, launch, seconds):
+        self.holds.append((getattr(launch, "ms", None), seconds))
+
+
+def test_a_latency_timed_against_a_reference_repeats_its_ratio_where_the_capped_clock_moves_the_latency():
+    # Two processes whose GPUs settle at different clocks under the cap, one of them drifting: the
+    # latency alone differs by several percent, its ratio to a reference timed alongside does not.
+    protocol = TimingProtocol(sample_cap_s=2.0)
+    target, reference = Work(3.0, "target"), Work(4.0, "reference")
+    alone, ratios = [], []
+    for cap, drift, seed in ((1440, 0.0, 1), (1530, 0.03, 2)):
+        gpu = FakeGpu(cap=cap, drift_per_s=drift, noise=0.002, seed=seed)
+        alone.append(_measure(gpu, ms=3.0, protocol=protocol).median_ms)
+        gpu = FakeGpu(cap=cap, drift_per_s=drift, noise=0.002, seed=seed)
+        paired = timing.measure_against_reference(target, reference, protocol, gpu, FakeTelemetry(gpu), now=gpu.now)
+        assert paired.stop == timing.CONVERGED
+        assert len(paired.target.samples) == len(paired.reference.samples) == len(paired.ratios)
+        assert paired.ratios == [x / r for x, r in zip(paired.target.samples, paired.reference.samples)]
+        ratios.append(paired.ratio)
+    assert max(alone) / min(alone) > 1.05
+    assert max(ratios) / min(ratios) < 1.005
+    assert ratios[0] == pytest.approx(0.75, rel=0.005)
+
+
+def test_a_paired_measurement_alternates_which_launch_goes_first_and_keeps_the_gpu_loaded_with_both():
+    gpu = HoldingGpu(noise=0.002)
+    paired = timing.measure_against_reference(Work(2.0, "target"), Work(3.0, "reference"), NO_MIN_TIME, gpu,
+                                              FakeTelemetry(gpu), now=gpu.now)
+    assert len(gpu.orders) >= 2
+    assert gpu.orders[0] == ["reference", "target"]
+    assert all(a == b[::-1] for a, b in zip(gpu.orders, gpu.orders[1:]))
+    assert paired.target.telemetry and paired.summary()["rounds"] == len(paired.ratios)
+    assert len(gpu.holds) == 1  # a launch running both, the pair's load
+
+
 # --- telemetry ------------------------------------------------------------------------------------
 
 def test_throttle_reason_bits_are_named_and_unknown_bits_kept():
@@ -357,17 +404,6 @@ def test_resuming_with_another_regime_or_gpu_library_is_refused_naming_it():
     assert diffs == ["timing regime: stored sustained, requested burst"]
     diffs = spec_differences(_spec(sustained), _spec({**sustained, "backend": "torch"}))
     assert diffs == ["latency source: stored measured (cutlass), requested measured (torch)"]
-
-
-class HoldingGpu(FakeGpu):
-    """A fake GPU that records what the protocol leaves queued after a measurement."""
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.holds: list[tuple[float, float]] = []
-
-    def hold(self, launch, seconds):
-        self.holds.append((launch.ms, seconds))
 
 
 def test_a_sustained_measurement_leaves_the_gpu_loaded_for_the_host_gap_and_a_burst_one_does_not():

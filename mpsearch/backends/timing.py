@@ -48,7 +48,7 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from mpsearch.backends.telemetry import POWER_CAP_BIT, Telemetry
 from mpsearch.errors import InvalidSpecError, KernelCheckError
@@ -178,6 +178,11 @@ class GpuTimer(Protocol):
     def hold(self, launch: Callable[[], None], seconds: float) -> None:
         """Queue up to ``seconds`` of ``launch`` without waiting for it, so the GPU stays under the
         same load while the host does other work between measurements (optional for a timer)."""
+
+    def run_alternating(self, launches: Sequence[Callable[[], None]], rounds: int, what: str) -> list[list[float]]:
+        """``rounds`` rounds, each one sample of every launch in order (ms, as ``run_batch`` takes
+        them), synchronised once; one list per round (optional for a timer: only
+        :func:`measure_against_reference` needs it)."""
 
 
 @dataclass
@@ -409,6 +414,82 @@ def measure_interleaved(launches: Mapping[str, Callable[[], None]], protocol: Ti
             for name in names}
 
 
+@dataclass
+class PairedMeasurement:
+    """A latency measured against a reference: samples of both taken alternately, a few
+    milliseconds apart, and each round's ratio target / reference.
+
+    Why: under its power cap a GPU's SM clock settles at a different level in each process and keeps
+    moving within one, by several percent (the spread no sample count removes). Two launches timed
+    milliseconds apart run at the same clock, so their ratio repeats where either latency alone does
+    not. A recording measured this way stores every sample of both and the ratios; its latencies
+    are ratio x one constant (the reference's median over the whole recording)."""
+
+    target: Measurement
+    reference: Measurement
+    ratios: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def stop(self) -> str:
+        return self.target.stop
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able record of the pair (samples excluded: they are stored beside it)."""
+        lo, hi = median_ci(self.ratios)
+        return {"ratio": round(self.ratio, 6), "ratio_ci95": [round(lo, 6), round(hi, 6)],
+                "ratio_ci95_rel_halfwidth": round(relative_ci_halfwidth(self.ratios), 6), "rounds": len(self.ratios),
+                "target": self.target.summary(), "reference": self.reference.summary()}
+
+
+def measure_against_reference(launch: Callable[[], None], reference: Callable[[], None], protocol: TimingProtocol,
+                              timer: GpuTimer, telemetry: Telemetry | None = None, *, what: str = "a measurement",
+                              now: Callable[[], float] = time.monotonic) -> PairedMeasurement:
+    """``launch`` and ``reference`` timed alternately (reference first in one batch, target first
+    in the next, so a drift within a batch biases neither), after the protocol's warm-up over both.
+    The stopping rule of :func:`measure` applies to the per-round ratios: they stop when the
+    ratio's median is pinned to ``target_ci`` (after ``min_sample_s``), or at a recorded cap."""
+    t0 = now()
+    probes = {"target": timer.run_batch(launch, 1, what)[0], "reference": timer.run_batch(reference, 1, what)[0]}
+    launches = {"target": launch, "reference": reference}
+    batches = {name: _batch_size(probes[name], 1.0, limit=16) for name in launches}
+    warmup = _warm_up(launches, batches, protocol, timer, telemetry, what, now, t0, scale=probes)
+    rounds = _batch_size(probes["target"] + probes["reference"], protocol.batch_ms)
+    targets: list[float] = []
+    references: list[float] = []
+    ratios: list[float] = []
+    rows: list[dict[str, Any]] = []
+    start = now()
+    stop = ""
+    target_first = False
+    while not stop:
+        n = min(rounds, protocol.max_samples - len(ratios))
+        order = (launch, reference) if target_first else (reference, launch)
+        for first, second in timer.run_alternating(order, n, what):
+            x, r = (first, second) if target_first else (second, first)
+            targets.append(x)
+            references.append(r)
+            ratios.append(x / r)
+        target_first = not target_first
+        t = now()
+        row = _read(telemetry, len(ratios), t - t0)
+        if row:
+            rows.append(row)
+        stop = _stop_reason(ratios, protocol, t - start)
+    seconds = now() - t0
+
+    def both() -> None:
+        reference()
+        launch()
+    _keep_warm(timer, both, protocol)
+    absent = _absent(telemetry)
+    return PairedMeasurement(Measurement(targets, protocol.regime, stop, warmup, rows, absent, seconds),
+                             Measurement(references, protocol.regime, stop, warmup, [], absent, seconds), ratios)
+
+
 # --- the CUDA implementation ----------------------------------------------------------------------
 
 L2_FLUSH_BYTES = 256 << 20  # > 4x the H200's 60 MB L2
@@ -433,26 +514,41 @@ class CudaEventTimer:
         self._held_at: float | None = None
 
     def run_batch(self, launch: Callable[[], None], n: int, what: str) -> list[float]:
-        torch = self._torch
+        self._end_hold()
+        events = [self._sample(launch) for _ in range(n)]
+        wait_for_gpu(what)
+        out = [s.elapsed_time(e) for s, e in events]
+        self._last_ms = sorted(out)[len(out) // 2]
+        return out
+
+    def run_alternating(self, launches: Sequence[Callable[[], None]], rounds: int, what: str) -> list[list[float]]:
+        self._end_hold()
+        events = [[self._sample(launch) for launch in launches] for _ in range(rounds)]
+        wait_for_gpu(what)
+        out = [[s.elapsed_time(e) for s, e in row] for row in events]
+        self._last_ms = statistics.median(sum(out, [])) * len(launches)
+        return out
+
+    def _end_hold(self) -> None:
+        """A measurement begins: learn how long the host left the GPU on its hold."""
         if self._held_at is not None:
             self._gap_s = 0.7 * self._gap_s + 0.3 * (time.perf_counter() - self._held_at)
             self._held_at = None
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-        for i in range(n):
-            # Hold the GPU twice as long as the host took to enqueue the last sample, so that this
-            # sample's launches are queued before the GPU reaches its start event.
-            torch.cuda._sleep(int(min(max(2 * self._enqueue_s, 20e-6), 5e-3) * _SPIN_HZ))
-            tic = time.perf_counter()
-            self._flush.zero_()
-            starts[i].record()
-            launch()
-            ends[i].record()
-            self._enqueue_s = 0.8 * self._enqueue_s + 0.2 * (time.perf_counter() - tic)
-        wait_for_gpu(what)
-        out = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-        self._last_ms = sorted(out)[len(out) // 2]
-        return out
+
+    def _sample(self, launch: Callable[[], None]) -> tuple[Any, Any]:
+        """Queue one sample of ``launch``: the L2 flush, then the launch between two events."""
+        torch = self._torch
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        # Hold the GPU twice as long as the host took to enqueue the last sample, so that this
+        # sample's launches are queued before the GPU reaches its start event.
+        torch.cuda._sleep(int(min(max(2 * self._enqueue_s, 20e-6), 5e-3) * _SPIN_HZ))
+        tic = time.perf_counter()
+        self._flush.zero_()
+        start.record()
+        launch()
+        end.record()
+        self._enqueue_s = 0.8 * self._enqueue_s + 0.2 * (time.perf_counter() - tic)
+        return start, end
 
     def idle(self, seconds: float) -> None:
         self._held_at = None

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from mpsearch import __version__
 from mpsearch.backends.base import MEASURED, LatencyBackend, LatencyResult
-from mpsearch.backends.timing import Measurement, TimingProtocol
+from mpsearch.backends.timing import Measurement, PairedMeasurement, TimingProtocol
 from mpsearch.errors import BackendUnavailableError, KernelCheckError, UnsupportedConfigError
 from mpsearch.network import Network, Op
 from mpsearch.space import Config
@@ -229,6 +229,22 @@ class GpuBackend(LatencyBackend):
 
         return measure_interleaved(launches, self.protocol, self._timer, self._telemetry,
                                    race_margin=race_margin, what=what)
+
+    def time_against_reference(self, launch: Callable[[], None], reference: Callable[[], None],
+                               what: str) -> PairedMeasurement:
+        """``launch`` timed alternately with ``reference`` under the backend's protocol (their ratio
+        repeats under a power cap where either latency alone moves)."""
+        from mpsearch.backends.timing import measure_against_reference
+
+        return measure_against_reference(launch, reference, self.protocol, self._timer, self._telemetry, what=what)
+
+    def checked_network_launch(self, network: Network, formats: list[str]) -> Callable[[], None]:
+        """:meth:`network_launch` after every op's kernel was chosen and checked against float64
+        (what :meth:`measure` does before it times)."""
+        for op in network.ops(formats):
+            self.check_op(op)
+            self.op_record(op)
+        return self.network_launch(network, formats)
 
     def operand(self, role: str, fmt: str, rows: int, cols: int) -> Any:
         """The random GPU tensor the backend uses for ``role`` ("A" activations, "W" weights [N, K])."""
