@@ -13,6 +13,16 @@ all passes pooled, and a search can be judged against that multi-pass value.
     python benchmarks/record.py networks --passes 3 --out mpsearch/data/recordings/h200 # mlp6, both menus
     python benchmarks/record.py import-study --storage sqlite:///x.db --name mlp6 --pass 1 --out ...
     python benchmarks/record.py provenance --out mpsearch/data/recordings/h200
+
+Against a reference (``networks --reference CONFIG``): each configuration is timed alternately with
+one fixed reference configuration, milliseconds apart (``measure_against_reference``), because under
+the power cap the clock a process settles at moves a latency by several percent from one
+measurement to the next while the ratio to a neighbouring reference stays put. Every sample of both
+goes to ``paired.csv``; ``finalize`` then writes ``networks.csv`` with each configuration's samples
+as ratio x the reference's median over the whole recording (one constant), and every pass kept.
+
+    python benchmarks/record.py networks --reference fp16,int8,fp8_e4m3,fp16,int8,fp8_e4m3 --passes 3 --out DIR
+    python benchmarks/record.py finalize --out DIR
 """
 
 from __future__ import annotations
@@ -153,9 +163,12 @@ def cmd_networks(args: argparse.Namespace) -> None:
     backend = make_backend(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + args.deadline_s
+    if args.reference:
+        measure_networks_paired(args, backend, out, deadline)
+        return
     path = out / "networks.csv"
     done = {(r["fingerprint"], r["config"], int(r.get("pass") or 1)) for r in _read_rows(path)}
-    deadline = time.monotonic() + args.deadline_s
     f, writer = _networks_writer(path)
     with f:
         for pass_no in range(args.first_pass, args.passes + 1):
@@ -187,6 +200,106 @@ def cmd_networks(args: argparse.Namespace) -> None:
                         say(f"  {i + 1}/{len(todo)} ({time.monotonic() - start:.0f} s): {config.key} {result.ms:.3f} ms "
                             f"({result.extra['timing']['n_samples']} samples, {result.extra['timing']['stop']})")
                 say(f"pass {pass_no} {menu_key}: {len(todo)} configs in {time.monotonic() - start:.0f} s")
+
+
+PAIRED_COLUMNS = ("network", "fingerprint", "config", "pass", "reference", "ratio", "rounds", "stop", "seconds",
+                  "sm_mhz", "power_w", "target_samples_ms", "reference_samples_ms")
+
+
+def _paired_row(name: str, network, config_key: str, reference_key: str, paired, pass_no: int) -> dict:
+    rows = paired.target.telemetry
+    sm = [r["sm_mhz"] for r in rows if r.get("sm_mhz")]
+    power = [r["power_w"] for r in rows if r.get("power_w")]
+    return {"network": name, "fingerprint": network.fingerprint(), "config": config_key, "pass": pass_no,
+            "reference": reference_key, "ratio": f"{paired.ratio:.6g}", "rounds": len(paired.ratios),
+            "stop": paired.stop, "seconds": f"{paired.target.seconds:.3f}",
+            "sm_mhz": f"{statistics.median(sm):.0f}" if sm else "", "power_w": f"{statistics.median(power):.1f}" if power else "",
+            # six digits: the ratios are recomputed from these two columns
+            "target_samples_ms": " ".join(f"{x:.6g}" for x in paired.target.samples),
+            "reference_samples_ms": " ".join(f"{x:.6g}" for x in paired.reference.samples)}
+
+
+def measure_networks_paired(args: argparse.Namespace, backend, out: Path, deadline: float) -> None:
+    """``networks --reference``: every configuration timed against the reference, into paired.csv."""
+    path = out / "paired.csv"
+    done = {(r["fingerprint"], r["config"], int(r["pass"])) for r in _read_rows(path)}
+    new_file = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PAIRED_COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for pass_no in range(args.first_pass, args.passes + 1):
+            for menu_key in args.menus.split(","):
+                name, menu = NETWORK_PLAN[menu_key]
+                network = preset(name)
+                space = SearchSpace(network, menu)
+                reference = space.parse_config(args.reference)
+                backend.prepare(network, menu)
+                reference_launch = backend.checked_network_launch(network, list(reference.formats))
+                configs = list(space.all_configs())
+                random.Random(pass_no).shuffle(configs)
+                todo = [c for c in configs if (network.fingerprint(), c.key, pass_no) not in done]
+                say(f"pass {pass_no}: {name} {','.join(menu)} against {reference.key}: {len(configs)} configs, "
+                    f"{len(todo)} to measure")
+                start = time.monotonic()
+                for i, config in enumerate(todo):
+                    if time.monotonic() > deadline:
+                        say("deadline reached: stopping (rerun to continue)")
+                        return
+                    try:
+                        launch = backend.checked_network_launch(network, list(config.formats))
+                        paired = backend.time_against_reference(launch, reference_launch,
+                                                                f"network {name} {config.key} against {reference.key}")
+                    except Exception as err:  # a config whose kernels fail is left out, and said so
+                        say(f"  FAILED {name} {config.key}: {type(err).__name__}: {err}"[:400])
+                        if "hangs" in str(err):
+                            return
+                        continue
+                    writer.writerow(_paired_row(name, network, config.key, reference.key, paired, pass_no))
+                    done.add((network.fingerprint(), config.key, pass_no))
+                    if i % 50 == 0:
+                        f.flush()
+                        say(f"  {i + 1}/{len(todo)} ({time.monotonic() - start:.0f} s): {config.key} ratio "
+                            f"{paired.ratio:.4f} ({len(paired.ratios)} rounds, {paired.stop}, {paired.target.seconds:.2f} s)")
+                say(f"pass {pass_no} {menu_key}: {len(todo)} configs in {time.monotonic() - start:.0f} s")
+
+
+def paired_networks_rows(paired_rows: list[dict]) -> tuple[list[dict], dict[str, float]]:
+    """networks.csv rows from paired.csv rows: each configuration's samples are its per-round
+    ratios x the reference's median over every row of the same network and reference (so all
+    configurations share one scale). Returns the rows and {fingerprint/reference: that median}."""
+    by_reference: dict[tuple[str, str], list[float]] = {}
+    for r in paired_rows:
+        by_reference.setdefault((r["fingerprint"], r["reference"]), []).extend(
+            float(x) for x in r["reference_samples_ms"].split())
+    scale = {key: statistics.median(values) for key, values in by_reference.items()}
+    rows = []
+    for r in paired_rows:
+        ref_ms = scale[(r["fingerprint"], r["reference"])]
+        xs = [float(x) for x in r["target_samples_ms"].split()]
+        rs = [float(x) for x in r["reference_samples_ms"].split()]
+        if len(xs) != len(rs) or len(xs) < 2:
+            raise SystemExit(f"paired.csv: {r['config']} pass {r['pass']}: target and reference samples must pair up")
+        samples = [x / y * ref_ms for x, y in zip(xs, rs)]
+        q = statistics.quantiles(samples, n=10, method="inclusive")
+        rows.append({"network": r["network"], "fingerprint": r["fingerprint"], "config": r["config"],
+                     "median_ms": sig(statistics.median(samples)), "p10_ms": sig(q[0]), "p90_ms": sig(q[-1]),
+                     "n_samples": len(samples), "samples_ms": " ".join(sig(x) for x in samples), "pass": r["pass"]})
+    return rows, {f"{fp}/{ref}": ms for (fp, ref), ms in scale.items()}
+
+
+def cmd_finalize(args: argparse.Namespace) -> None:
+    """networks.csv from paired.csv (see the module docstring); the scale goes to reference.json."""
+    out = Path(args.out)
+    rows, scale = paired_networks_rows(_read_rows(out / "paired.csv"))
+    tmp = out / "networks.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=NETWORKS_WITH_PASS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out / "networks.csv")
+    (out / "reference.json").write_text(json.dumps({"reference_median_ms": scale}, indent=1) + "\n")
+    say(f"wrote {len(rows)} end-to-end rows; reference medians {scale}")
 
 
 def cmd_import_study(args: argparse.Namespace) -> None:
@@ -249,13 +362,24 @@ def cmd_provenance(args: argparse.Namespace) -> None:
               "GEMMs compute D = sat(alpha * A @ W^T), A row-major, W [N,K]. " + args.notes
         ),
     }
+    if (out / "reference.json").exists():
+        scale = json.loads((out / "reference.json").read_text())["reference_median_ms"]
+        record["protocol"] = (
+            "paired with a reference: each configuration end to end alternately with one reference "
+            "configuration (L2 flushed before each sample, CUDA events), after the sustained warm-up over both, "
+            "until the median of the per-round ratios is within +-0.5% or a recorded cap; a configuration's "
+            "samples are its ratios x the reference's median over the whole recording. Per-op rows: " + record["protocol"])
+        record["reference_median_ms"] = scale
+        record["notes"] += (" End-to-end rows were measured against a reference (paired.csv keeps every raw sample "
+                            "of both, with SM clock and power); networks.csv is derived from it by "
+                            "`benchmarks/record.py finalize`.")
     (out / "provenance.json").write_text(json.dumps(record, indent=1) + "\n")
     say(f"wrote {out / 'provenance.json'}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=("ops", "networks", "import-study", "provenance"))
+    parser.add_argument("phase", choices=("ops", "networks", "finalize", "import-study", "provenance"))
     parser.add_argument("--out", default="mpsearch/data/recordings/h200")
     parser.add_argument("--cache-dir", default=os.environ.get("MPSEARCH_CACHE_DIR"))
     parser.add_argument("--jobs", type=int, default=None)
@@ -267,13 +391,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--menus", default="default,int4",
                         help="default (fp16,fp8,int8) and/or int4; ops: the op plan entries over these menus "
                              "(the 5-format entries are taken only with 'all')")
+    parser.add_argument("--reference", help="networks: time every configuration against this one (paired.csv; "
+                                            "then run finalize)")
     parser.add_argument("--storage", help="import-study: the study's storage URL")
     parser.add_argument("--name", help="import-study: the study's name")
     parser.add_argument("--network-name", help="import-study: the network column (default: the study's network)")
     parser.add_argument("--pass", dest="pass_no", type=int, default=1, help="import-study: the pass it counts as")
     parser.add_argument("--notes", default="")
     args = parser.parse_args(argv)
-    {"ops": cmd_ops, "networks": cmd_networks, "import-study": cmd_import_study,
+    {"ops": cmd_ops, "networks": cmd_networks, "finalize": cmd_finalize, "import-study": cmd_import_study,
      "provenance": cmd_provenance}[args.phase](args)
 
 

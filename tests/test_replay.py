@@ -417,3 +417,63 @@ def test_a_configuration_recorded_in_several_passes_is_served_from_all_of_them(t
     (rec / "networks.csv").write_text((rec / "networks.csv").read_text().replace(",2\n", ",0\n"))
     with pytest.raises(InvalidSpecError, match="column pass: must be an integer >= 1"):
         load_recording(rec)
+
+
+# --- recordings measured against a reference (benchmarks/record.py finalize) ----------------------
+
+def load_recorder_module():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parents[1] / "benchmarks" / "record.py"
+    spec = importlib.util.spec_from_file_location("record_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_recording_timed_against_a_reference_scales_every_ratio_by_one_reference_median(tmp_path, mlp3):
+    import csv
+    import statistics
+
+    record = load_recorder_module()
+    fp = mlp3.fingerprint()
+    ref = "fp16,fp16,fp16"
+    # Two passes whose GPU state differed by 10%: the raw samples move, the ratios do not.
+    rows = []
+    for pass_no, slow in ((1, 1.0), (2, 1.1)):
+        for config, ratio in ((ref, 1.0), ("int8,int8,int8", 0.5)):
+            refs = [2.0 * slow, 2.02 * slow, 1.98 * slow]
+            rows.append({"network": "mlp3", "fingerprint": fp, "config": config, "pass": str(pass_no), "reference": ref,
+                         "target_samples_ms": " ".join(str(r * ratio) for r in refs),
+                         "reference_samples_ms": " ".join(str(r) for r in refs)})
+    out = tmp_path / "rec"
+    out.mkdir()
+    with open(out / "paired.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=record.PAIRED_COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    record.main(["finalize", "--out", str(out)])
+    written = list(csv.DictReader(open(out / "networks.csv")))
+    scale = statistics.median([2.0, 2.02, 1.98, 2.2, 2.222, 2.178])
+    assert len(written) == 4 and {r["pass"] for r in written} == {"1", "2"}
+    for r in written:
+        expected = scale * (0.5 if r["config"] == "int8,int8,int8" else 1.0)
+        assert [float(x) for x in r["samples_ms"].split()] == pytest.approx([expected] * 3, rel=1e-3)
+    assert json.loads((out / "reference.json").read_text())["reference_median_ms"] == {f"{fp}/{ref}": pytest.approx(scale)}
+
+
+def test_finalize_refuses_a_paired_row_whose_samples_do_not_pair_up(tmp_path):
+    import csv
+
+    record = load_recorder_module()
+    out = tmp_path / "rec"
+    out.mkdir()
+    with open(out / "paired.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=record.PAIRED_COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerow({"network": "m", "fingerprint": "f", "config": "fp16", "pass": "1", "reference": "fp16",
+                         "target_samples_ms": "1 2 3", "reference_samples_ms": "1 2"})
+    with pytest.raises(SystemExit, match="pair up"):
+        record.main(["finalize", "--out", str(out)])

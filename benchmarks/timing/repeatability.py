@@ -35,7 +35,11 @@ VARIANTS = {  # name -> TimingProtocol keyword arguments
     "default": {},
     "long": {"target_ci": 0.0025, "min_sample_s": 1.0, "sample_cap_s": 2.0},
     "burst": {"regime": "burst"},
+    # Sustained, each configuration timed against REFERENCE (alternately); its value is the ratio.
+    "paired": {},
 }
+# Not one of CONFIGS: a recording's reference, whose ratios the paired variant reports.
+REFERENCE = "fp16,int8,fp8_e4m3,fp16,int8,fp8_e4m3"
 
 
 def prepared(args: argparse.Namespace):
@@ -72,6 +76,16 @@ def child(args: argparse.Namespace) -> None:
         backend.protocol = TimingProtocol(**VARIANTS[variant])
         for config in configs:
             t0 = time.monotonic()
+            if variant == "paired":
+                reference = backend.checked_network_launch(network, REFERENCE.split(","))
+                paired = backend.time_against_reference(backend.checked_network_launch(network, list(config.formats)),
+                                                        reference, f"{config.key} against {REFERENCE}")
+                summary = paired.summary()
+                print(json.dumps({"process": args.index, "variant": variant, "config": config.key, "ms": paired.ratio,
+                                  "target_ms": paired.target.median_ms, "reference_ms": paired.reference.median_ms,
+                                  "seconds": time.monotonic() - t0, "n_samples": len(paired.ratios), "stop": paired.stop,
+                                  "warmup": paired.target.warmup, "telemetry": summary["target"]["telemetry"]}), flush=True)
+                continue
             result = backend.measure(network, config)
             timing = result.extra["timing"]
             print(json.dumps({"process": args.index, "variant": variant, "config": config.key, "ms": result.ms,
@@ -117,18 +131,26 @@ def main(argv: list[str] | None = None) -> int:
         for config in CONFIGS:
             mine = [r for r in rows if r["variant"] == variant and r["config"] == config]
             medians = [r["ms"] for r in mine]
+            raw = [r["target_ms"] for r in mine if "target_ms" in r]
             summary.append({"variant": variant, "config": config, "medians_ms": medians,
                             "max_over_min": max(medians) / min(medians),
+                            **({"target_medians_ms": raw, "target_max_over_min": max(raw) / min(raw)} if raw else {}),
                             "seconds_median": statistics.median(r["seconds"] for r in mine),
                             "samples_median": statistics.median(r["n_samples"] for r in mine),
                             "stops": sorted({r["stop"] for r in mine})})
     result = {"backend": args.backend, "processes": args.processes, "variants": {v: VARIANTS[v] for v in args.variants.split(",")},
               "rows": rows, "summary": summary}
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = ["| variant | config | max/min of medians | s per measurement | samples | medians (ms) |", "|---|---|---|---|---|---|"]
+    lines = ["Variant paired: each configuration timed alternately with " + REFERENCE + "; its medians are ratios "
+             "to that reference (a recording multiplies them by one constant), and the raw end-to-end medians "
+             "of the same measurements are given beside them.", ""]
+    lines += ["| variant | config | max/min of medians | s per measurement | samples | medians (ms) |", "|---|---|---|---|---|---|"]
     for s in summary:
         lines.append(f"| {s['variant']} | {s['config']} | {s['max_over_min']:.4f} | {s['seconds_median']:.2f} | "
                      f"{s['samples_median']:.0f} | {' '.join(f'{m:.4f}' for m in s['medians_ms'])} |")
+        if "target_medians_ms" in s:
+            lines.append(f"| paired, raw end to end | {s['config']} | {s['target_max_over_min']:.4f} | | | "
+                         f"{' '.join(f'{m:.4f}' for m in s['target_medians_ms'])} |")
     for variant in args.variants.split(","):
         worst = max(s["max_over_min"] for s in summary if s["variant"] == variant)
         secs = statistics.mean(s["seconds_median"] for s in summary if s["variant"] == variant)
