@@ -238,6 +238,9 @@ def measure_networks_paired(args: argparse.Namespace, backend, out: Path, deadli
                 reference_launch = backend.checked_network_launch(network, list(reference.formats))
                 configs = list(space.all_configs())
                 random.Random(pass_no).shuffle(configs)
+                if args.configs:
+                    wanted = set(Path(args.configs).read_text().split())
+                    configs = [c for c in configs if c.key in wanted]
                 todo = [c for c in configs if (network.fingerprint(), c.key, pass_no) not in done]
                 say(f"pass {pass_no}: {name} {','.join(menu)} against {reference.key}: {len(configs)} configs, "
                     f"{len(todo)} to measure")
@@ -393,6 +396,8 @@ def main(argv: list[str] | None = None) -> None:
                              "(the 5-format entries are taken only with 'all')")
     parser.add_argument("--reference", help="networks: time every configuration against this one (paired.csv; "
                                             "then run finalize)")
+    parser.add_argument("--configs", help="networks --reference: only the configurations listed in this file "
+                                          "(one per line), e.g. those whose passes disagree, for more passes")
     parser.add_argument("--storage", help="import-study: the study's storage URL")
     parser.add_argument("--name", help="import-study: the study's name")
     parser.add_argument("--network-name", help="import-study: the network column (default: the study's network)")
