@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import mpsearch
+from mpsearch.backends import make_backend
 from mpsearch.backends.replay import (
     END_TO_END,
     SUM_OF_OPS,
@@ -223,6 +224,20 @@ def test_without_a_device_the_newest_recording_that_covers_the_network_is_served
     (newer / "networks.csv").write_text((newer / "networks.csv").read_text().splitlines()[0] + "\n")
     assert ReplayBackend(tmp_path, network=network).recording.name == "h100"
     assert ReplayBackend(tmp_path / "h200", network=network).recording.name == "h200"  # --data picks another
+
+
+def test_the_newest_recording_that_covers_the_network_over_the_menu_asked_for_is_served(tmp_path):
+    network = Network.from_dict({"name": "tiny-mlp3", "sizes": [256, 128, 64, 256], "batch": 64})
+    _dated(copy_fixture(tmp_path, "h100"), "2026-11-26")
+    newer = _dated(copy_fixture(tmp_path, "h200"), "2026-11-29")
+    # The newer recording lacks int8 (not end to end either): it serves fp16/fp8 menus only.
+    ops = [line for line in (newer / "ops.csv").read_text().splitlines() if ",int8" not in line]
+    (newer / "ops.csv").write_text("\n".join(ops) + "\n")
+    (newer / "networks.csv").write_text((newer / "networks.csv").read_text().splitlines()[0] + "\n")
+    assert ReplayBackend(tmp_path, network=network, menu=("fp16", "fp8_e4m3")).recording.name == "h200"
+    assert ReplayBackend(tmp_path, network=network, menu=("fp16", "int8")).recording.name == "h100"
+    backend, _ = make_backend("replay", network, data=str(tmp_path), menu=("fp16", "int8"))
+    assert backend.recording.name == "h100"
 
 
 def test_an_empty_data_directory_is_a_clear_error(tmp_path):

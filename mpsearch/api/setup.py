@@ -126,10 +126,12 @@ def build_setup(network: Any, *, backend: str = "auto", device: str | None = Non
     from mpsearch.space import SearchSpace
 
     net = as_network(network)
-    chosen, reason = make_backend(backend, net, device=device, data=data, cache_dir=cache_dir, timing=timing)
+    wanted = parse_menu(formats) if formats is not None else None
+    chosen, reason = make_backend(backend, net, device=device, data=data, cache_dir=cache_dir, timing=timing,
+                                  menu=wanted)
     try:
         caps = chosen.capabilities
-        menu = parse_menu(formats) if formats is not None else default_menu(caps.arch)
+        menu = wanted if wanted is not None else default_menu(caps.arch)
         check_menu(menu, caps.arch)
         missing = [f for f in menu if f not in caps.formats]
         if missing:

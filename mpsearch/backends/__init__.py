@@ -141,10 +141,11 @@ def _make_torch(timing: str | None = None) -> tuple[LatencyBackend, str]:
     return backend, f"torch: measuring PyTorch's kernels on {gpu_model() or 'the local GPU'}"
 
 
-def _make_replay(device: str | None, data: str | None, network: Network | None = None) -> tuple[LatencyBackend, str]:
+def _make_replay(device: str | None, data: str | None, network: Network | None = None,
+                 menu: tuple[str, ...] | None = None) -> tuple[LatencyBackend, str]:
     from mpsearch.backends.replay import ReplayBackend
 
-    backend = ReplayBackend(data, device=device, network=network)
+    backend = ReplayBackend(data, device=device, network=network, menu=menu)
     rec = backend.recording
     return backend, f"replay: recording {rec.name} ({rec.device}, {rec.path})"
 
@@ -164,6 +165,7 @@ def make_backend(
     data: str | None = None,
     cache_dir: str | None = None,
     timing: str | None = None,
+    menu: tuple[str, ...] | None = None,
 ) -> tuple[LatencyBackend, str]:
     """The backend called ``name`` for ``network``, and a one-line reason for the choice.
 
@@ -171,7 +173,8 @@ def make_backend(
     matched against each recording's directory name, device and arch); ``data`` is a recordings
     directory or one recording (default: ``$MPSEARCH_DATA``, else the newest shipped recording that
     covers the network); ``cache_dir`` is the CUTLASS compile cache; ``timing`` the GPU backends'
-    regime (sustained, the default, or burst).
+    regime (sustained, the default, or burst); ``menu`` the formats the study will use, when known
+    (replay then looks for a recording that covers the network over them, not over the default menu).
     """
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in BACKEND_NAMES:
@@ -183,14 +186,14 @@ def make_backend(
     if key == "torch":
         return _make_torch(timing)
     if key == "replay":
-        return _make_replay(device, data, network)
+        return _make_replay(device, data, network, menu)
     if key == "roofline":
         return _make_roofline(device)
-    return _choose_auto(network, device, data, cache_dir, timing)
+    return _choose_auto(network, device, data, cache_dir, timing, menu)
 
 
 def _choose_auto(network: Network, device: str | None, data: str | None, cache_dir: str | None,
-                 timing: str | None = None) -> tuple[LatencyBackend, str]:
+                 timing: str | None = None, menu: tuple[str, ...] | None = None) -> tuple[LatencyBackend, str]:
     missing = cutlass_missing()
     local = gpu_model()
     wanted_here = device is None or local is None or device.lower() in local.lower()
@@ -213,11 +216,11 @@ def _choose_auto(network: Network, device: str | None, data: str | None, cache_d
     try:
         if not find_recordings(root):
             raise BackendUnavailableError(f"no recorded data in {root}")
-        replay = ReplayBackend(data, device=device, network=network)
+        replay = ReplayBackend(data, device=device, network=network, menu=menu)
     except BackendUnavailableError as err:
         why_not_replay = str(err)
     else:
-        covered, why = replay.covers(network)
+        covered, why = replay.covers(network, menu)
         if covered:
             return replay, f"replay: {why_not_gpu}; {why}"
         replay.close()

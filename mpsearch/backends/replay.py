@@ -142,10 +142,11 @@ def _matches(path: Path, provenance: dict[str, Any], device: str) -> bool:
     )
 
 
-def choose_recording(root: Path, device: str | None = None, network: Network | None = None) -> Path:
+def choose_recording(root: Path, device: str | None = None, network: Network | None = None,
+                     menu: Iterable[str] | None = None) -> Path:
     """The recording under ``root`` to use: among those matching ``device`` (all, without one), the
-    newest (by its provenance date) that covers ``network`` over its device's default menu, else the
-    newest."""
+    newest (by its provenance date) that covers ``network`` over ``menu`` (default: its device's
+    default menu), else the newest."""
     found = find_recordings(root)
     where = f"{root} (set by --data, ${DATA_ENV} or the recordings shipped with mpsearch)"
     if not root.exists():
@@ -166,7 +167,7 @@ def choose_recording(root: Path, device: str | None = None, network: Network | N
                           reverse=True)
     if network is not None and len(newest_first) > 1:
         for path in newest_first:
-            if ReplayBackend.from_path(path).covers(network)[0]:
+            if ReplayBackend.from_path(path).covers(network, menu)[0]:
                 return path
     return newest_first[0]
 
@@ -372,8 +373,8 @@ class ReplayBackend(LatencyBackend):
     """Latencies from a recording; see the module docstring."""
 
     def __init__(self, data: str | os.PathLike | None = None, *, device: str | None = None,
-                 network: Network | None = None):
-        self._use(load_recording(choose_recording(data_root(data), device, network)))
+                 network: Network | None = None, menu: Iterable[str] | None = None):
+        self._use(load_recording(choose_recording(data_root(data), device, network, menu)))
 
     @classmethod
     def from_path(cls, path: Path) -> "ReplayBackend":
@@ -426,9 +427,10 @@ class ReplayBackend(LatencyBackend):
                 f"{shown}{more}; record them on the GPU, narrow --formats, or use --backend roofline"
             )
 
-    def covers(self, network: Network) -> tuple[bool, str]:
-        """Whether the recording serves ``network`` over its device's default menu, and why not."""
-        menu = default_menu(self.recording.arch)
+    def covers(self, network: Network, menu: Iterable[str] | None = None) -> tuple[bool, str]:
+        """Whether the recording serves ``network`` over ``menu`` (default: its device's default
+        menu), and why not."""
+        menu = tuple(menu) if menu is not None else default_menu(self.recording.arch)
         rec = f"recorded {self.recording.device} data ({self.recording.path})"
         try:
             missing = self.missing_ops(network, menu)

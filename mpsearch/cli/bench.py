@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     space = SearchSpace(network, menu)
     config = space.parse_config(",".join(formats))
     backend, reason = make_backend(args.backend, network, device=args.device, data=args.data, cache_dir=args.cache_dir,
-                                   timing=args.timing)
+                                   timing=args.timing, menu=space.menu)
     try:
         if not args.json:
             print(f"backend: {reason}")
