@@ -333,6 +333,23 @@ def cmd_import_study(args: argparse.Namespace) -> None:
     say(f"imported {added} configurations of study {args.name} as pass {args.pass_no}")
 
 
+def _covered_plans(out: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """The op-plan entries that ops.csv holds every op of, failures aside."""
+    have = {(r["kind"], int(r["m"]), int(r["n"]), int(r["k"]), r["fmt"], r["out_fmt"]) for r in _read_rows(out / "ops.csv")}
+    failed = (out / "ops_failures.txt").read_text() if (out / "ops_failures.txt").exists() else ""
+    covered = []
+    for name, menu in OP_PLAN:
+        ops = possible_ops(SearchSpace(preset(name), menu))
+        if all(key in have or str(key) in failed for key in ops):
+            covered.append((name, menu))
+    return covered
+
+
+def _failed_ops(out: Path) -> int:
+    path = out / "ops_failures.txt"
+    return len([line for line in path.read_text().splitlines() if line.strip()]) if path.exists() else 0
+
+
 def cmd_provenance(args: argparse.Namespace) -> None:
     backend = make_backend(args)
     prov = backend.provenance()
@@ -352,13 +369,16 @@ def cmd_provenance(args: argparse.Namespace) -> None:
         "protocol": ("sustained timing protocol (mpsearch.backends.timing): steady state before sampling, samples "
                      "until the median's 95% interval is within +-0.5% or a recorded cap, L2 flushed before each "
                      "sample, spin-held launch queue, NVML telemetry"),
-        "backend": "mpsearch CUTLASS backend (two-stage tuning per shape and format pair, float64-checked)",
+        "backend": ("mpsearch CUTLASS backend (" + ("stage-1 tuning only: every stage-1 design timed per shape and "
+                                                    "format pair" if not prov.get("local_search") else
+                                                    "two-stage tuning per shape and format pair") + ", float64-checked)"),
         "stage1_designs": [d.key(64) for d in catalog.STAGE1],
         "notes": (
             f"{ops_n} ops; {len(nets)} end-to-end rows over {len(passes)} configurations "
             f"({sum(len(v) for v in passes.values())} config-passes). Ops: every op Network.ops() produces for "
-            + "; ".join(f"{n} over {{{','.join(m)}}}" for n, m in OP_PLAN)
-            + ". End to end: " + "; ".join(f"{n} over {{{','.join(m)}}}" for n, m in NETWORK_PLAN.values())
+            + "; ".join(f"{n} over {{{','.join(m)}}}" for n, m in _covered_plans(out))
+            + (f" ({failed} op(s) failed, listed in ops_failures.txt)" if (failed := _failed_ops(out)) else "")
+            + ". End to end: " + "; ".join(sorted({f"{r['network']} ({len(passes)} configurations)" for r in nets}))
             + ", each configuration in every pass listed in column pass (shuffled order per pass). kernel = the "
               "tuned choice for that op; a GEMM whose output no epilogue writes (int4) says '+ separate "
               "<conversion>' and includes it. int4 runs CUTLASS's sm_80 kernels, emulated on sm_90. "
