@@ -80,7 +80,7 @@ import importlib.util, json, mpsearch
 from mpsearch.backends.replay import default_data_root
 root = default_data_root()
 print(json.dumps({"root": str(root), "package": mpsearch.__file__,
-                  "files": sorted(p.name for p in (root / "h100").iterdir()),
+                  "files": {d: sorted(p.name for p in (root / d).iterdir()) for d in ("h100", "h200")},
                   "optional": [m for m in ("rich", "matplotlib", "plotly", "scipy", "torch")
                                if importlib.util.find_spec(m) is not None]}))
 """
@@ -89,7 +89,7 @@ print(json.dumps({"root": str(root), "package": mpsearch.__file__,
     found = json.loads(r.stdout)
     assert Path(found["package"]).resolve().is_relative_to(python.parent.parent.resolve())  # not the checkout
     assert Path(found["root"]).resolve().is_relative_to(Path(found["package"]).resolve().parent)
-    assert found["files"] == ["networks.csv", "ops.csv", "provenance.json"]
+    assert found["files"] == {d: ["networks.csv", "ops.csv", "provenance.json"] for d in ("h100", "h200")}
     assert found["optional"] == []  # the core dependencies pull in none of the extras
 
 
@@ -98,9 +98,10 @@ def test_a_search_from_the_installed_wheel_replays_the_packaged_recording(instal
     r = _run([str(mpsearch), "search", "mlp6", "--trials", "5", "--backend", "replay", "--no-progress"], cwd=work)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     backend_line = next(line for line in r.stdout.splitlines() if line.startswith("backend:"))
-    assert backend_line.startswith("backend: replay") and "NVIDIA H100 80GB HBM3" in backend_line
+    # The newest shipped recording that covers mlp6 over the default menu.
+    assert backend_line.startswith("backend: replay") and "NVIDIA H200" in backend_line
     assert "roofline" not in backend_line
-    assert f"{os.sep}site-packages{os.sep}mpsearch{os.sep}data{os.sep}recordings{os.sep}h100" in backend_line
+    assert f"{os.sep}site-packages{os.sep}mpsearch{os.sep}data{os.sep}recordings{os.sep}h200" in backend_line
     assert "measured 5 configurations" in r.stdout
     assert (work / "studies" / "mlp6.db").is_file()
 
