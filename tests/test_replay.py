@@ -159,7 +159,7 @@ def test_a_network_recorded_end_to_end_needs_no_ops(tmp_path):
         backend.prepare(net, ("fp16", "int8", "fp8_e4m3"))
 
 
-def test_a_key_recorded_twice_is_served_from_pooled_samples(tmp_path, mlp3):
+def test_a_key_recorded_twice_keeps_every_sample_and_is_served_as_the_median_of_its_rows(tmp_path, mlp3):
     rec = copy_fixture(tmp_path)
     with open(rec / "networks.csv", "a", newline="") as f:
         csv.writer(f, lineterminator="\n").writerow(
@@ -169,7 +169,24 @@ def test_a_key_recorded_twice_is_served_from_pooled_samples(tmp_path, mlp3):
     pooled = sorted([float(s) for s in first["samples_ms"].split()] + [1.0, 1.0, 1.0])
     result = ReplayBackend(rec).measure(mlp3, Config(mlp3.layer_names, ("fp16",) * 3))
     assert sorted(result.samples) == pooled
-    assert result.ms == pytest.approx((pooled[3] + pooled[4]) / 2)
+    assert result.ms == pytest.approx((float(first["median_ms"]) + 1.0) / 2)
+
+
+def test_a_pass_with_many_samples_counts_once_in_the_multi_pass_value(tmp_path, mlp3):
+    # Three passes; the one taken in an unusual (fast) state of the GPU took 40 samples before its
+    # median was pinned, the two usual ones 10 each. Pooled, the fast pass would set the median.
+    rec = copy_fixture(tmp_path)
+    lines = (rec / "networks.csv").read_text().splitlines()
+    header = lines[0] + ",pass"
+    body = [line + ",1" for line in lines[1:] if "fp16,fp16,fp16" not in line]
+    fp = mlp3.fingerprint()
+    for pass_no, ms, n in ((1, 2.0, 10), (2, 1.8, 40), (3, 2.02, 10)):
+        samples = " ".join(str(ms) for _ in range(n))
+        body.append(f'tiny-mlp3,{fp},"fp16,fp16,fp16",{ms},{ms},{ms},{n},{samples},{pass_no}')
+    (rec / "networks.csv").write_text("\n".join([header] + body) + "\n")
+    result = ReplayBackend(rec).measure(mlp3, Config(mlp3.layer_names, ("fp16",) * 3))
+    assert result.ms == pytest.approx(2.0)
+    assert len(result.samples) == 60
 
 
 # --- provenance and choosing a recording -------------------------------------------------------

@@ -7,7 +7,7 @@ Experiments (``--only`` picks some; each writes ``OUT/<name>.csv`` and a section
 - ``pyramid72``: a 72-layer network with 72 distinct GEMM shapes, roofline latency (A100, fp16/int8/int4;
   exactly additive, exact front by a Pareto DP); measurements to 99 % of the true hypervolume.
 - ``mlp6``: mlp6 over fp16/fp8/int8 replayed from the recording ``--data``; every configuration scored
-  by its true latency (the median of all its recorded samples).
+  by its true latency (the recording's multi-pass value: the median of its passes).
 - ``proxies``: latency from the recording and a non-additive accuracy proxy (threshold, product,
   pairwise), both modelled; layerwise against Optuna's GPSampler at 60 measurements.
 - ``infeasible``: an 8-layer MLP two of whose layers cannot run in fp8 (k not a multiple of 16), roofline
@@ -81,7 +81,8 @@ def _fmt(x: float) -> str:
 
 class Recording:
     """mlp6 over a menu, replayed from a recording: what a search sees (the replay backend's value)
-    and what scores it (the median of every recorded sample of the configuration)."""
+    and what scores it (the recording's multi-pass value: the median of the configuration's
+    passes, each pass one measurement; the same value replay serves)."""
 
     def __init__(self, data: Path, menu=("fp16", "fp8_e4m3", "int8")):
         from mpsearch.backends.replay import ReplayBackend
@@ -93,7 +94,7 @@ class Recording:
         for config in self.space.all_configs():
             result = backend.measure(self.space.network, config)
             self.seen[config.key] = result.ms
-            self.true[config.key] = float(np.median(result.samples)) if result.samples else result.ms
+            self.true[config.key] = result.ms
         self.source = f"replayed from {data} ({self.device})"
 
     def latency(self, config) -> float:
@@ -163,7 +164,7 @@ def exp_mlp6(args) -> tuple[pd.DataFrame, list[str]]:
                      "hv_true_at_36": scored[35], "hv_true_at_60": scored[59]})
     df = pd.DataFrame(rows)
     md = [f"## mlp6 over fp16/fp8/int8, {rec.source}", "",
-          f"- true latency of a configuration: the median of all its recorded samples; the search sees the "
+          f"- true latency of a configuration: the recording's multi-pass value (the median of its passes, what replay serves); the search sees the "
           f"replay backend's value; true front {len(front)} points of 729",
           f"- layerwise, budget 80, seeds 0..{args.seeds_mlp6 - 1}: **median {_fmt(_median(df['to_99_true']))} "
           f"measurements to 99 % (scored by true latency)** (target <= 36); per seed {df['to_99_true'].tolist()}",

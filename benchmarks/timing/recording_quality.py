@@ -6,7 +6,7 @@ From a recording directory (``mpsearch/data/recordings/<name>/``), for every con
   largest deviation), where the recording kept several passes;
 - additivity: the least-squares fit of a layer-additive model with boundary terms (one term per
   layer and format, one per pair of formats at each boundary between consecutive layers: the
-  layerwise sampler's model) to the configurations' multi-pass values (all passes' samples pooled,
+  layerwise sampler's model) to the configurations' multi-pass values (the median of their passes,
   as replay serves them), and its RMS residual as a fraction of the mean latency;
 - per-op sum vs end to end: the sum of the recorded per-op medians over the end-to-end value,
   mean and largest difference.
@@ -66,7 +66,7 @@ def analyse(path: Path) -> dict:
         passes = sorted(set(mine["pass"])) if "pass" in mine.columns else [1]
         pooled = np.array([rec.networks[(fp, k)].median_ms for k in keys])
         entry: dict = {"configurations": len(keys), "passes": passes,
-                       "additive_rms_pooled": additive_rms(configs, pooled, menu)}
+                       "additive_rms_multi_pass": additive_rms(configs, pooled, menu)}
         if len(passes) > 1:
             by_pass = {p: dict(zip(g["config"], g["median_ms"])) for p, g in mine.groupby("pass")}
             first = by_pass[passes[0]]

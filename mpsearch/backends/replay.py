@@ -324,8 +324,14 @@ def _validate_networks(path: Path, frame):
 
 
 def _pool(frame, keys: list[str]) -> dict[tuple, Timing]:
-    """One Timing per key. A key recorded more than once (the same op or configuration recorded for
-    two menus) is served from all its samples pooled, so no recording of it is thrown away."""
+    """One Timing per key. A key recorded more than once (in several passes, or for two menus) is
+    served as the median of its rows' medians, with every row's samples pooled for the spread, so
+    no recording of it is thrown away.
+
+    Why not the median of the pooled samples: each row is one measurement, taken in one state of
+    the GPU's power controller, and its samples share that state; the stopping rule takes more
+    samples where a measurement is noisier, so pooling would weight the rows taken in an unusual
+    state most. Each row counts once."""
     import numpy as np
 
     out: dict[tuple, Timing] = {}
@@ -338,8 +344,8 @@ def _pool(frame, keys: list[str]) -> dict[tuple, Timing]:
             out[key] = Timing(float(row.median_ms), float(row.p10_ms), float(row.p90_ms), tuple(row.samples_ms))
             continue
         pooled = tuple(s for samples in group["samples_ms"] for s in samples)
-        p10, median, p90 = np.percentile(pooled, [10, 50, 90])
-        out[key] = Timing(float(median), float(p10), float(p90), pooled)
+        p10, p90 = np.percentile(pooled, [10, 90])
+        out[key] = Timing(float(np.median(group["median_ms"])), float(p10), float(p90), pooled)
     return out
 
 
