@@ -149,57 +149,88 @@ def _network_row(name: str, network, config_key: str, samples: list[float], pass
             "n_samples": len(samples), "samples_ms": " ".join(sig(s) for s in samples), "pass": pass_no}
 
 
-def _networks_writer(path: Path):
+def _run_passes(args: argparse.Namespace, backend, done: set, deadline: float, start_menu) -> None:
+    """Every configuration of each menu in ``--menus`` (only those in ``--configs`` if given), pass by
+    pass from ``--first-pass`` to ``--passes``, each pass in its own shuffled order (seeded by the
+    pass number), skipping (fingerprint, config, pass) in ``done``. ``start_menu(name, network,
+    space, pass_no)`` returns (measure, label): ``measure(config)`` measures and stores one
+    configuration and returns a progress note. Stops at the deadline or at a hanging kernel."""
+    wanted = set(Path(args.configs).read_text().split()) if args.configs else None
+    for pass_no in range(args.first_pass, args.passes + 1):
+        for menu_key in args.menus.split(","):
+            name, menu = NETWORK_PLAN[menu_key]
+            network = preset(name)
+            space = SearchSpace(network, menu)
+            backend.prepare(network, menu)
+            measure, label = start_menu(name, network, space, pass_no)
+            configs = list(space.all_configs())
+            random.Random(pass_no).shuffle(configs)
+            if wanted is not None:
+                configs = [c for c in configs if c.key in wanted]
+            todo = [c for c in configs if (network.fingerprint(), c.key, pass_no) not in done]
+            say(f"pass {pass_no}: {name} {','.join(menu)}{label}: {len(configs)} configs, {len(todo)} to measure")
+            start = time.monotonic()
+            for i, config in enumerate(todo):
+                if time.monotonic() > deadline:
+                    say("deadline reached: stopping (rerun to continue)")
+                    return
+                try:
+                    note = measure(config)
+                except Exception as err:  # a config whose kernels fail is left out, and said so
+                    say(f"  FAILED {name} {config.key}: {type(err).__name__}: {err}"[:400])
+                    if "hangs" in str(err):
+                        return
+                    continue
+                done.add((network.fingerprint(), config.key, pass_no))
+                if i % 50 == 0:
+                    say(f"  {i + 1}/{len(todo)} ({time.monotonic() - start:.0f} s): {config.key} {note}")
+            say(f"pass {pass_no} {menu_key}: {len(todo)} configs in {time.monotonic() - start:.0f} s")
+
+
+def _csv_appender(path: Path, columns: tuple[str, ...]):
     new_file = not path.exists()
     f = open(path, "a", newline="")
-    writer = csv.DictWriter(f, fieldnames=NETWORKS_WITH_PASS)
+    writer = csv.DictWriter(f, fieldnames=columns)
     if new_file:
         writer.writeheader()
     return f, writer
 
 
 def cmd_networks(args: argparse.Namespace) -> None:
-    """Every configuration of each menu in ``--menus``, ``--passes`` times, each pass shuffled."""
+    """Every configuration of each menu in ``--menus``, ``--passes`` times, each pass shuffled; alone
+    into networks.csv, or with ``--reference`` against that configuration into paired.csv."""
     backend = make_backend(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.deadline_s
-    if args.reference:
-        measure_networks_paired(args, backend, out, deadline)
-        return
-    path = out / "networks.csv"
+    path = out / ("paired.csv" if args.reference else "networks.csv")
     done = {(r["fingerprint"], r["config"], int(r.get("pass") or 1)) for r in _read_rows(path)}
-    f, writer = _networks_writer(path)
+    f, writer = _csv_appender(path, PAIRED_COLUMNS if args.reference else NETWORKS_WITH_PASS)
+
+    def alone(name, network, space, pass_no):
+        def measure(config) -> str:
+            result = backend.measure(network, config)
+            writer.writerow(_network_row(name, network, config.key, list(result.samples), pass_no))
+            f.flush()
+            return (f"{result.ms:.3f} ms ({result.extra['timing']['n_samples']} samples, "
+                    f"{result.extra['timing']['stop']})")
+        return measure, ""
+
+    def against_reference(name, network, space, pass_no):
+        reference = space.parse_config(args.reference)
+        reference_launch = backend.checked_network_launch(network, list(reference.formats))
+
+        def measure(config) -> str:
+            launch = backend.checked_network_launch(network, list(config.formats))
+            paired = backend.time_against_reference(launch, reference_launch,
+                                                    f"network {name} {config.key} against {reference.key}")
+            writer.writerow(_paired_row(name, network, config.key, reference.key, paired, pass_no))
+            f.flush()
+            return f"ratio {paired.ratio:.4f} ({len(paired.ratios)} rounds, {paired.stop}, {paired.target.seconds:.2f} s)"
+        return measure, f" against {reference.key}"
+
     with f:
-        for pass_no in range(args.first_pass, args.passes + 1):
-            for menu_key in args.menus.split(","):
-                name, menu = NETWORK_PLAN[menu_key]
-                network = preset(name)
-                space = SearchSpace(network, menu)
-                backend.prepare(network, menu)
-                configs = list(space.all_configs())
-                random.Random(pass_no).shuffle(configs)
-                todo = [c for c in configs if (network.fingerprint(), c.key, pass_no) not in done]
-                say(f"pass {pass_no}: {name} {','.join(menu)}: {len(configs)} configs, {len(todo)} to measure")
-                start = time.monotonic()
-                for i, config in enumerate(todo):
-                    if time.monotonic() > deadline:
-                        say("deadline reached: stopping (rerun to continue)")
-                        return
-                    try:
-                        result = backend.measure(network, config)
-                    except Exception as err:  # a config whose kernels fail is left out, and said so
-                        say(f"  FAILED {name} {config.key}: {type(err).__name__}: {err}"[:400])
-                        if "hangs" in str(err):
-                            return
-                        continue
-                    writer.writerow(_network_row(name, network, config.key, list(result.samples), pass_no))
-                    done.add((network.fingerprint(), config.key, pass_no))
-                    if i % 50 == 0:
-                        f.flush()
-                        say(f"  {i + 1}/{len(todo)} ({time.monotonic() - start:.0f} s): {config.key} {result.ms:.3f} ms "
-                            f"({result.extra['timing']['n_samples']} samples, {result.extra['timing']['stop']})")
-                say(f"pass {pass_no} {menu_key}: {len(todo)} configs in {time.monotonic() - start:.0f} s")
+        _run_passes(args, backend, done, deadline, against_reference if args.reference else alone)
 
 
 PAIRED_COLUMNS = ("network", "fingerprint", "config", "pass", "reference", "ratio", "rounds", "stop", "seconds",
@@ -217,54 +248,6 @@ def _paired_row(name: str, network, config_key: str, reference_key: str, paired,
             # six digits: the ratios are recomputed from these two columns
             "target_samples_ms": " ".join(f"{x:.6g}" for x in paired.target.samples),
             "reference_samples_ms": " ".join(f"{x:.6g}" for x in paired.reference.samples)}
-
-
-def measure_networks_paired(args: argparse.Namespace, backend, out: Path, deadline: float) -> None:
-    """``networks --reference``: every configuration timed against the reference, into paired.csv."""
-    path = out / "paired.csv"
-    done = {(r["fingerprint"], r["config"], int(r["pass"])) for r in _read_rows(path)}
-    new_file = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=PAIRED_COLUMNS)
-        if new_file:
-            writer.writeheader()
-        for pass_no in range(args.first_pass, args.passes + 1):
-            for menu_key in args.menus.split(","):
-                name, menu = NETWORK_PLAN[menu_key]
-                network = preset(name)
-                space = SearchSpace(network, menu)
-                reference = space.parse_config(args.reference)
-                backend.prepare(network, menu)
-                reference_launch = backend.checked_network_launch(network, list(reference.formats))
-                configs = list(space.all_configs())
-                random.Random(pass_no).shuffle(configs)
-                if args.configs:
-                    wanted = set(Path(args.configs).read_text().split())
-                    configs = [c for c in configs if c.key in wanted]
-                todo = [c for c in configs if (network.fingerprint(), c.key, pass_no) not in done]
-                say(f"pass {pass_no}: {name} {','.join(menu)} against {reference.key}: {len(configs)} configs, "
-                    f"{len(todo)} to measure")
-                start = time.monotonic()
-                for i, config in enumerate(todo):
-                    if time.monotonic() > deadline:
-                        say("deadline reached: stopping (rerun to continue)")
-                        return
-                    try:
-                        launch = backend.checked_network_launch(network, list(config.formats))
-                        paired = backend.time_against_reference(launch, reference_launch,
-                                                                f"network {name} {config.key} against {reference.key}")
-                    except Exception as err:  # a config whose kernels fail is left out, and said so
-                        say(f"  FAILED {name} {config.key}: {type(err).__name__}: {err}"[:400])
-                        if "hangs" in str(err):
-                            return
-                        continue
-                    writer.writerow(_paired_row(name, network, config.key, reference.key, paired, pass_no))
-                    done.add((network.fingerprint(), config.key, pass_no))
-                    if i % 50 == 0:
-                        f.flush()
-                        say(f"  {i + 1}/{len(todo)} ({time.monotonic() - start:.0f} s): {config.key} ratio "
-                            f"{paired.ratio:.4f} ({len(paired.ratios)} rounds, {paired.stop}, {paired.target.seconds:.2f} s)")
-                say(f"pass {pass_no} {menu_key}: {len(todo)} configs in {time.monotonic() - start:.0f} s")
 
 
 def paired_networks_rows(paired_rows: list[dict]) -> tuple[list[dict], dict[str, float]]:
@@ -317,7 +300,7 @@ def cmd_import_study(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "networks.csv"
     done = {(r["fingerprint"], r["config"], int(r.get("pass") or 1)) for r in _read_rows(path)}
-    f, writer = _networks_writer(path)
+    f, writer = _csv_appender(path, NETWORKS_WITH_PASS)
     added = 0
     with f:
         for trial in study.get_trials(deepcopy=False):
