@@ -44,6 +44,7 @@ The protocol logic is pure Python over two small interfaces (:class:`GpuTimer` a
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -254,21 +255,29 @@ def measure(launch: Callable[[], None], protocol: TimingProtocol, timer: GpuTime
     probe = timer.run_batch(launch, 1, what)[0]
     batch = _batch_size(probe, protocol.batch_ms)
     warmup = _warm_up({"": launch}, {"": batch}, protocol, timer, telemetry, what, now, t0)
-    samples: list[float] = []
+    samples, rows, stop = _sample_until_stopped(lambda room: timer.run_batch(launch, min(batch, room), what),
+                                                protocol, telemetry, now, t0)
+    seconds = now() - t0
+    _keep_warm(timer, launch, protocol)
+    return Measurement(samples, protocol.regime, stop, warmup, rows, _absent(telemetry), seconds)
+
+
+def _sample_until_stopped(take: Callable[[int], list[float]], protocol: TimingProtocol, telemetry: Telemetry | None,
+                          now: Callable[[], float], t0: float) -> tuple[list[float], list[dict[str, Any]], str]:
+    """Call ``take(room)`` (up to ``room`` more values) until the stopping rule ends it, reading
+    telemetry after each call; returns the values, the telemetry rows and why it stopped."""
+    values: list[float] = []
     rows: list[dict[str, Any]] = []
     start = now()
     stop = ""
     while not stop:
-        room = protocol.max_samples - len(samples)
-        samples += timer.run_batch(launch, min(batch, room), what)
+        values += take(protocol.max_samples - len(values))
         t = now()
-        row = _read(telemetry, len(samples), t - t0)
+        row = _read(telemetry, len(values), t - t0)
         if row:
             rows.append(row)
-        stop = _stop_reason(samples, protocol, t - start)
-    seconds = now() - t0
-    _keep_warm(timer, launch, protocol)
-    return Measurement(samples, protocol.regime, stop, warmup, rows, _absent(telemetry), seconds)
+        stop = _stop_reason(values, protocol, t - start)
+    return values, rows, stop
 
 
 def _keep_warm(timer: GpuTimer, launch: Callable[[], None], protocol: TimingProtocol) -> None:
@@ -460,25 +469,20 @@ def measure_against_reference(launch: Callable[[], None], reference: Callable[[]
     rounds = _batch_size(probes["target"] + probes["reference"], protocol.batch_ms)
     targets: list[float] = []
     references: list[float] = []
-    ratios: list[float] = []
-    rows: list[dict[str, Any]] = []
-    start = now()
-    stop = ""
-    target_first = False
-    while not stop:
-        n = min(rounds, protocol.max_samples - len(ratios))
+    target_first_by_batch = itertools.cycle((False, True))
+
+    def take(room: int) -> list[float]:
+        target_first = next(target_first_by_batch)
         order = (launch, reference) if target_first else (reference, launch)
-        for first, second in timer.run_alternating(order, n, what):
+        ratios = []
+        for first, second in timer.run_alternating(order, min(rounds, room), what):
             x, r = (first, second) if target_first else (second, first)
             targets.append(x)
             references.append(r)
             ratios.append(x / r)
-        target_first = not target_first
-        t = now()
-        row = _read(telemetry, len(ratios), t - t0)
-        if row:
-            rows.append(row)
-        stop = _stop_reason(ratios, protocol, t - start)
+        return ratios
+
+    ratios, rows, stop = _sample_until_stopped(take, protocol, telemetry, now, t0)
     seconds = now() - t0
 
     def both() -> None:
