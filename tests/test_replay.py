@@ -433,6 +433,19 @@ def test_recorded_report_computes_fronts_speedups_gaps_and_sum_errors(tmp_path):
     assert "measured on SYNTHETIC H100" in text
 
 
+def test_recorded_report_leaves_out_a_menu_mostly_unrecorded_end_to_end_and_says_so(tmp_path):
+    report_module = load_report_module()
+    write_synthetic_mlp6(tmp_path / "h200")
+    nets = (tmp_path / "h200" / "networks.csv").read_text().splitlines()
+    (tmp_path / "h200" / "networks.csv").write_text("\n".join(l for l in nets if "int4" not in l) + "\n")
+    report = report_module.compute(tmp_path / "h200")
+    assert list(report.menus) == ["fp8 menu"]
+    assert report.unreported == {"int4 menu": (64, 729)}  # the fp16/int8-only configurations
+    assert set(report.fronts["menu"]) == {"fp8 menu"}
+    text = report_module.render_markdown(report, None)
+    assert "int4 menu: only 64 of 729 configurations are recorded end to end; not reported" in text
+
+
 def test_a_configuration_recorded_in_several_passes_is_served_from_all_of_them(tmp_path):
     rec = copy_fixture(tmp_path)
     lines = (rec / "networks.csv").read_text().splitlines()
