@@ -35,7 +35,7 @@ def in_chain(backend, op_launches, flush_each: bool, samples: int, warm_s: float
     or, with ``flush_each``, before every op (the flush itself outside the events)."""
     import torch
 
-    from mpsearch.backends.timing import wait_for_gpu
+    from mpsearch.backends.gpu.timer import wait_for_gpu
 
     timer = backend._timer
     launches = [launch for _, launch in op_launches]

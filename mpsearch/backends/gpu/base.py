@@ -126,7 +126,7 @@ class GpuBackend(LatencyBackend):
         self.arch = major * 10 + minor
         from mpsearch.backends.gpu import tensors
         from mpsearch.backends.telemetry import open_telemetry
-        from mpsearch.backends.timing import CudaEventTimer, gpu_pci_bus_id
+        from mpsearch.backends.gpu.timer import CudaEventTimer, gpu_pci_bus_id
 
         self._tensors = tensors
         self._timer = CudaEventTimer()
@@ -308,7 +308,7 @@ class GpuBackend(LatencyBackend):
                    what: str) -> tuple[bool, float, str]:
         """Run ``launch`` once on poisoned ``outputs`` and compare ``final`` (in the op's output
         format) with ``expected``: (passed, relative error, reason). A launch that raises fails."""
-        from mpsearch.backends.timing import wait_for_gpu
+        from mpsearch.backends.gpu.timer import wait_for_gpu
 
         t = self._tensors
         for out in outputs:
@@ -323,7 +323,7 @@ class GpuBackend(LatencyBackend):
     def convert_record(self, op: Op) -> dict[str, Any]:
         """A conversion op (fp16 activation into a layer's format) checked and timed alone."""
         from mpsearch.backends.gpu import convert
-        from mpsearch.backends.timing import wait_for_gpu
+        from mpsearch.backends.gpu.timer import wait_for_gpu
 
         t = self._tensors
         src = self._pool.get("x", "fp16", op.m, op.k)
