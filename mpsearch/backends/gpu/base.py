@@ -180,9 +180,7 @@ class GpuBackend(LatencyBackend):
             if fmt not in caps.formats:
                 raise UnsupportedConfigError(self.unpriced_reason(fmt))
         ops = network.ops(formats)
-        for op in ops:
-            self.check_op(op)  # before any kernel runs: an op that cannot run is infeasible, not a crash
-        records = {op_key(op): self.op_record(op) for op in ops}
+        records = self._checked_records(ops)
         m = self.time(self.network_launch(network, formats), f"network {network.name} {','.join(formats)}")
         per_layer: dict[str, float] = {}
         kernels: dict[str, str] = {}
@@ -241,10 +239,14 @@ class GpuBackend(LatencyBackend):
     def checked_network_launch(self, network: Network, formats: list[str]) -> Callable[[], None]:
         """:meth:`network_launch` after every op's kernel was chosen and checked against float64
         (what :meth:`measure` does before it times)."""
-        for op in network.ops(formats):
-            self.check_op(op)
-            self.op_record(op)
+        self._checked_records(network.ops(formats))
         return self.network_launch(network, formats)
+
+    def _checked_records(self, ops: list[Op]) -> dict[str, dict[str, Any]]:
+        """Every op's record (its kernel chosen, checked and timed alone), by :func:`op_key`."""
+        for op in ops:
+            self.check_op(op)  # before any kernel runs: an op that cannot run is infeasible, not a crash
+        return {op_key(op): self.op_record(op) for op in ops}
 
     def operand(self, role: str, fmt: str, rows: int, cols: int) -> Any:
         """The random GPU tensor the backend uses for ``role`` ("A" activations, "W" weights [N, K])."""
