@@ -142,9 +142,9 @@ def cmd_ops(args: argparse.Namespace) -> None:
     say(f"wrote {len(rows)} op rows, {len(failures)} failures")
 
 
-def _network_row(name: str, network, config_key: str, samples: list[float], pass_no: int) -> dict:
+def _network_row(name: str, fingerprint: str, config_key: str, samples: list[float], pass_no) -> dict:
     q = statistics.quantiles(samples, n=10, method="inclusive")
-    return {"network": name, "fingerprint": network.fingerprint(), "config": config_key,
+    return {"network": name, "fingerprint": fingerprint, "config": config_key,
             "median_ms": sig(statistics.median(samples)), "p10_ms": sig(q[0]), "p90_ms": sig(q[-1]),
             "n_samples": len(samples), "samples_ms": " ".join(sig(s) for s in samples), "pass": pass_no}
 
@@ -210,7 +210,7 @@ def cmd_networks(args: argparse.Namespace) -> None:
     def alone(name, network, space, pass_no):
         def measure(config) -> str:
             result = backend.measure(network, config)
-            writer.writerow(_network_row(name, network, config.key, list(result.samples), pass_no))
+            writer.writerow(_network_row(name, network.fingerprint(), config.key, list(result.samples), pass_no))
             f.flush()
             return (f"{result.ms:.3f} ms ({result.extra['timing']['n_samples']} samples, "
                     f"{result.extra['timing']['stop']})")
@@ -267,10 +267,7 @@ def paired_networks_rows(paired_rows: list[dict]) -> tuple[list[dict], dict[str,
         if len(xs) != len(rs) or len(xs) < 2:
             raise SystemExit(f"paired.csv: {r['config']} pass {r['pass']}: target and reference samples must pair up")
         samples = [x / y * ref_ms for x, y in zip(xs, rs)]
-        q = statistics.quantiles(samples, n=10, method="inclusive")
-        rows.append({"network": r["network"], "fingerprint": r["fingerprint"], "config": r["config"],
-                     "median_ms": sig(statistics.median(samples)), "p10_ms": sig(q[0]), "p90_ms": sig(q[-1]),
-                     "n_samples": len(samples), "samples_ms": " ".join(sig(x) for x in samples), "pass": r["pass"]})
+        rows.append(_network_row(r["network"], r["fingerprint"], r["config"], samples, r["pass"]))
     return rows, {f"{fp}/{ref}": ms for (fp, ref), ms in scale.items()}
 
 
@@ -311,7 +308,8 @@ def cmd_import_study(args: argparse.Namespace) -> None:
             key = attrs["config"]  # the canonical formats in layer order, as every measured trial stores them
             if (network.fingerprint(), key, args.pass_no) in done:
                 continue
-            writer.writerow(_network_row(args.network_name or spec.network["name"], network, key, samples, args.pass_no))
+            writer.writerow(_network_row(args.network_name or spec.network["name"], network.fingerprint(), key, samples,
+                                         args.pass_no))
             added += 1
     say(f"imported {added} configurations of study {args.name} as pass {args.pass_no}")
 
