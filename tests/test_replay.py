@@ -358,16 +358,21 @@ def test_an_edited_recording_is_reloaded(tmp_path, mlp3):
 
 # --- the recorded-data report (benchmarks/recorded_report.py) reads recordings through this module ---
 
-def load_report_module():
+def load_benchmark_module(filename: str):
+    """A script of benchmarks/ (not a package) imported as a module."""
     import importlib.util
     import sys
 
-    path = Path(__file__).parents[1] / "benchmarks" / "recorded_report.py"
-    spec = importlib.util.spec_from_file_location("recorded_report", path)
+    path = Path(__file__).parents[1] / "benchmarks" / filename
+    spec = importlib.util.spec_from_file_location(path.stem + "_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+def load_report_module():
+    return load_benchmark_module("recorded_report.py")
 
 
 def write_synthetic_mlp6(path, drop_config=None):
@@ -467,15 +472,7 @@ def test_a_configuration_recorded_in_several_passes_is_served_from_all_of_them(t
 # --- recordings measured against a reference (benchmarks/record.py finalize) ----------------------
 
 def load_recorder_module():
-    import importlib.util
-    import sys
-
-    path = Path(__file__).parents[1] / "benchmarks" / "record.py"
-    spec = importlib.util.spec_from_file_location("record_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_module("record.py")
 
 
 def test_a_recording_timed_against_a_reference_scales_every_ratio_by_one_reference_median(tmp_path, mlp3):
