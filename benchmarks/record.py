@@ -149,6 +149,23 @@ def _network_row(name: str, fingerprint: str, config_key: str, samples: list[flo
             "n_samples": len(samples), "samples_ms": " ".join(sig(s) for s in samples), "pass": pass_no}
 
 
+PAIRED_COLUMNS = ("network", "fingerprint", "config", "pass", "reference", "ratio", "rounds", "stop", "seconds",
+                  "sm_mhz", "power_w", "target_samples_ms", "reference_samples_ms")
+
+
+def _paired_row(name: str, network, config_key: str, reference_key: str, paired, pass_no: int) -> dict:
+    rows = paired.target.telemetry
+    sm = [r["sm_mhz"] for r in rows if r.get("sm_mhz")]
+    power = [r["power_w"] for r in rows if r.get("power_w")]
+    return {"network": name, "fingerprint": network.fingerprint(), "config": config_key, "pass": pass_no,
+            "reference": reference_key, "ratio": f"{paired.ratio:.6g}", "rounds": len(paired.ratios),
+            "stop": paired.stop, "seconds": f"{paired.target.seconds:.3f}",
+            "sm_mhz": f"{statistics.median(sm):.0f}" if sm else "", "power_w": f"{statistics.median(power):.1f}" if power else "",
+            # six digits: the ratios are recomputed from these two columns
+            "target_samples_ms": " ".join(f"{x:.6g}" for x in paired.target.samples),
+            "reference_samples_ms": " ".join(f"{x:.6g}" for x in paired.reference.samples)}
+
+
 def _run_passes(args: argparse.Namespace, backend, done: set, deadline: float, start_menu) -> None:
     """Every configuration of each menu in ``--menus`` (only those in ``--configs`` if given), pass by
     pass from ``--first-pass`` to ``--passes``, each pass in its own shuffled order (seeded by the
@@ -231,23 +248,6 @@ def cmd_networks(args: argparse.Namespace) -> None:
 
     with f:
         _run_passes(args, backend, done, deadline, against_reference if args.reference else alone)
-
-
-PAIRED_COLUMNS = ("network", "fingerprint", "config", "pass", "reference", "ratio", "rounds", "stop", "seconds",
-                  "sm_mhz", "power_w", "target_samples_ms", "reference_samples_ms")
-
-
-def _paired_row(name: str, network, config_key: str, reference_key: str, paired, pass_no: int) -> dict:
-    rows = paired.target.telemetry
-    sm = [r["sm_mhz"] for r in rows if r.get("sm_mhz")]
-    power = [r["power_w"] for r in rows if r.get("power_w")]
-    return {"network": name, "fingerprint": network.fingerprint(), "config": config_key, "pass": pass_no,
-            "reference": reference_key, "ratio": f"{paired.ratio:.6g}", "rounds": len(paired.ratios),
-            "stop": paired.stop, "seconds": f"{paired.target.seconds:.3f}",
-            "sm_mhz": f"{statistics.median(sm):.0f}" if sm else "", "power_w": f"{statistics.median(power):.1f}" if power else "",
-            # six digits: the ratios are recomputed from these two columns
-            "target_samples_ms": " ".join(f"{x:.6g}" for x in paired.target.samples),
-            "reference_samples_ms": " ".join(f"{x:.6g}" for x in paired.reference.samples)}
 
 
 def paired_networks_rows(paired_rows: list[dict]) -> tuple[list[dict], dict[str, float]]:
