@@ -153,11 +153,11 @@ PAIRED_COLUMNS = ("network", "fingerprint", "config", "pass", "reference", "rati
                   "sm_mhz", "power_w", "target_samples_ms", "reference_samples_ms")
 
 
-def _paired_row(name: str, network, config_key: str, reference_key: str, paired, pass_no: int) -> dict:
+def _paired_row(name: str, fingerprint: str, config_key: str, reference_key: str, paired, pass_no: int) -> dict:
     rows = paired.target.telemetry
     sm = [r["sm_mhz"] for r in rows if r.get("sm_mhz")]
     power = [r["power_w"] for r in rows if r.get("power_w")]
-    return {"network": name, "fingerprint": network.fingerprint(), "config": config_key, "pass": pass_no,
+    return {"network": name, "fingerprint": fingerprint, "config": config_key, "pass": pass_no,
             "reference": reference_key, "ratio": f"{paired.ratio:.6g}", "rounds": len(paired.ratios),
             "stop": paired.stop, "seconds": f"{paired.target.seconds:.3f}",
             "sm_mhz": f"{statistics.median(sm):.0f}" if sm else "", "power_w": f"{statistics.median(power):.1f}" if power else "",
@@ -241,7 +241,7 @@ def cmd_networks(args: argparse.Namespace) -> None:
             launch = backend.checked_network_launch(network, list(config.formats))
             paired = backend.time_against_reference(launch, reference_launch,
                                                     f"network {name} {config.key} against {reference.key}")
-            writer.writerow(_paired_row(name, network, config.key, reference.key, paired, pass_no))
+            writer.writerow(_paired_row(name, network.fingerprint(), config.key, reference.key, paired, pass_no))
             f.flush()
             return f"ratio {paired.ratio:.4f} ({len(paired.ratios)} rounds, {paired.stop}, {paired.target.seconds:.2f} s)"
         return measure, f" against {reference.key}"
