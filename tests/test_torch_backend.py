@@ -76,8 +76,15 @@ def fake_gpu(monkeypatch):
     def install(**kwargs):
         monkeypatch.setitem(sys.modules, "torch", _fake_torch(**kwargs))
         monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML: telemetry absent, said once
-        for name in ("mpsearch.backends.gpu.tensors",):
-            monkeypatch.delitem(sys.modules, name, raising=False)
+        # The operands module is re-imported against the fake torch here; afterwards it is put back
+        # as it was (or removed), in sys.modules and as the package's attribute, so later tests
+        # never get a module bound to the fake.
+        import mpsearch.backends.gpu as gpu_package
+
+        monkeypatch.setitem(sys.modules, "mpsearch.backends.gpu.tensors", sys.modules.get("mpsearch.backends.gpu.tensors"))
+        monkeypatch.delitem(sys.modules, "mpsearch.backends.gpu.tensors")
+        monkeypatch.setattr(gpu_package, "tensors", getattr(gpu_package, "tensors", None), raising=False)
+        monkeypatch.delattr(gpu_package, "tensors")
         lines = []
         return lines
     return install
