@@ -11,8 +11,9 @@ one weight per op a backend prices, keyed like the backend keys it, so layers of
 blocks of a transformer) share weights; in a chained network, one small correction per GEMM and its
 output format (the next layer's, paid in the epilogue: the boundary terms); and each decision's own
 term per format, for objectives that do not follow shapes (an accuracy proxy's per-layer
-sensitivity). On top, a Gaussian-process part over the Hamming distance between configurations
-learns what is not additive (a threshold, a product, interacting layers); it is weighed against
+sensitivity). On top, a Gaussian-process part learns what is not additive, over the Hamming
+distance between configurations (a product, interacting layers), their format mix, or their effective
+bits (a threshold on the total bits); it is weighed against
 the purely additive model by how well each predicts every measurement from the others, so additive
 data keeps the additive model (``model``). Each block has its own prior scale; the scales and the
 noise level are averaged over a grid, weighted by marginal likelihood. Posterior samples are drawn

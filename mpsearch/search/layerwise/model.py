@@ -7,8 +7,9 @@ In kernel form, with z the standardised measurements::
 
 The first term is the additive model (v: each weight block's prior variance); the second, a
 non-additive part whose correlation falls either with the number of decisions two configurations
-differ in (interacting layers, a product) or with the distance between their format mixes (a global
-effect: a threshold on the total bits) (:func:`correlation`); the third, noise. The prior
+differ in (interacting layers, a product), with the distance between their format mixes, or with
+the distance between their effective bits (a global effect: accuracy that drops below a total bit
+budget) (:func:`correlation`); the third, noise. The prior
 scales, the residual's scale and rate, and the noise are averaged over a grid, weighted by marginal
 likelihood and a prior that gives "no non-additive part" half the mass, so purely additive data
 keeps the additive model. The grid is searched in two stages (additive scales first, then the
@@ -32,7 +33,11 @@ _UNARY_SCALES = (0.001, 0.01, 0.1, 0.3, 1.0)
 _BOUNDARY_RATIOS = (0.03, 0.1, 0.3)
 _NOISE_SCALES = (1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3)
 _RESIDUAL_SCALES = (0.03, 0.1, 0.3, 1.0)  # the non-additive part's standard deviation (standardised)
-_RESIDUAL_RATES = (1.0, 4.0, 16.0)  # correlation exp(-rate) between configurations differing everywhere
+# The non-additive part's correlations (see :func:`correlation`), each with its grid of rates.
+# Decisions: exp(-rate) between configurations differing everywhere. Format mix and effective bits:
+# exp(-rate · squared distance). Effective bits move little per decision (mlp6's smallest layer in
+# fp8 instead of fp16 moves them by 0.008), so only large rates can represent a cliff there.
+_RESIDUAL_RATES = {"decisions": (1.0, 4.0, 16.0), "mix": (1.0, 4.0, 16.0), "bits": (16.0, 256.0, 4096.0)}
 _RESIDUAL_AROUND = 3  # additive scale combinations the non-additive grid is searched around
 _NO_RESIDUAL_PRIOR = 0.5  # prior mass of "the objective is additive"
 _RESIDUAL_MIN_N = 6  # measurements before a non-additive part is considered
@@ -71,16 +76,19 @@ class Hyper:
     noise: float
     residual: float = 0.0
     rate: float = 1.0
-    mix: bool = False  # the non-additive part's correlation: False over decisions, True over the format mix
+    kind: str = "decisions"  # the non-additive part's correlation: "decisions", "mix" or "bits"
 
 
 def correlation(h: Hyper, a: np.ndarray, b: np.ndarray, structure: Structure) -> np.ndarray:
     """The non-additive part's correlation between configurations given as one-hot rows ``a`` (n, D·F)
-    and ``b`` (m, D·F): over the decisions they differ in (interacting layers), or over their
-    *format mix*, the share of the network's FLOPs and elements in each format (what a global
-    effect, such as accuracy falling below a total bit budget, depends on)."""
-    if h.mix:
-        ua, ub = structure.format_mix(a), structure.format_mix(b)
+    and ``b`` (m, D·F): over the decisions they differ in (interacting layers); over their *format
+    mix*, the share of the network's FLOPs and elements in each format; or over their *effective
+    bits*, the FLOP-, activation- and weight-weighted mean operand width (what a global effect
+    depends on, such as accuracy falling below a total bit budget: configurations with the same
+    effective bits then share the effect exactly, whichever 8-bit format each layer uses)."""
+    if h.kind != "decisions":
+        embed = structure.format_mix if h.kind == "mix" else structure.effective_bits
+        ua, ub = embed(a), embed(b)
         d2 = (ua ** 2).sum(1)[:, None] + (ub ** 2).sum(1)[None, :] - 2 * ua @ ub.T
         return np.exp(-h.rate * np.maximum(d2, 0.0))
     d = max(structure.n_decisions, 1)
@@ -161,9 +169,9 @@ def fit(x: np.ndarray, onehot: np.ndarray, y: np.ndarray, structure: Structure, 
     def residual_cov(h: Hyper) -> np.ndarray:
         if h.residual == 0:
             return 0.0
-        if (h.rate, h.mix) not in correlations:
-            correlations[(h.rate, h.mix)] = correlation(h, onehot, onehot, structure)
-        return h.residual ** 2 * correlations[(h.rate, h.mix)]
+        if (h.rate, h.kind) not in correlations:
+            correlations[(h.rate, h.kind)] = correlation(h, onehot, onehot, structure)
+        return h.residual ** 2 * correlations[(h.rate, h.kind)]
 
     def kernel(h: Hyper) -> np.ndarray:
         return fixed + (h.op * base) ** 2 * (gram["op"] + h.ratio ** 2 * gram["out"]) \
@@ -196,8 +204,8 @@ def fit(x: np.ndarray, onehot: np.ndarray, y: np.ndarray, structure: Structure, 
                 around.append(key)
             if len(around) == _RESIDUAL_AROUND:
                 break
-        more = [Hyper(*key, sn, sr, rate, mix) for key in around for sr in _RESIDUAL_SCALES
-                for rate in _RESIDUAL_RATES for mix in (False, True) for sn in _NOISE_SCALES]
+        more = [Hyper(*key, sn, sr, rate, kind) for key in around for sr in _RESIDUAL_SCALES
+                for kind, rates in _RESIDUAL_RATES.items() for rate in rates for sn in _NOISE_SCALES]
         extra_h, extra_s = log_evidence(more)
         return hypers + extra_h, np.concatenate([scores, extra_s])
 
