@@ -297,7 +297,7 @@ class CutlassBackend(GpuBackend):
         if not any(s.key in self._kernels for s in specs) and kernel_out != "fp16":
             # No epilogue writing out_fmt compiled: write fp16 and convert separately.
             return self._tune_gemm(op, self.candidate_specs(in_fmt, "fp16", _designs_of(specs)), "fp16", schedules)
-        a, w, expected, alpha = self.gemm_reference(op)
+        a, w, expected, alpha = self.gemm_reference(op, via=kernel_out)
         d = self._pool.empty("D", kernel_out, m, n)
         conv_launch, conv_name, final = None, "", d
         if kernel_out != out_fmt:

@@ -296,14 +296,15 @@ class GpuBackend(LatencyBackend):
                 out.append((op, chain(*self.gemm_launches(op, a, dst, f"net.{op.layer}"))))
         return out
 
-    def gemm_reference(self, op: Op) -> tuple[Any, Any, Any, float]:
+    def gemm_reference(self, op: Op, via: str | None = None) -> tuple[Any, Any, Any, float]:
         """(a, w, expected, alpha) for GEMM ``op``: the pool's operands and the float64 reference of
-        ``sat(alpha * a @ w.T)`` rounded into the op's output format."""
+        ``sat(alpha * a @ w.T)`` rounded into the op's output format, through ``via`` first when the
+        kernel writes ``via`` and a separate conversion makes the output format."""
         t = self._tensors
         a = self._pool.get("A", op.fmt, op.m, op.k)
         w = self._pool.get("W", op.fmt, op.n, op.k)
         alpha = t.gemm_alpha(op.fmt, op.out_fmt, op.k)
-        expected = t.round_into(alpha * (t.to_float64(a, op.fmt) @ t.to_float64(w, op.fmt).T), op.out_fmt)
+        expected = t.reference_output(alpha * (t.to_float64(a, op.fmt) @ t.to_float64(w, op.fmt).T), op.out_fmt, via)
         return a, w, expected, alpha
 
     def check_gemm(self, op: Op, launch: Callable[[], None], outputs: list[Any], final: Any, expected: Any,

@@ -63,6 +63,17 @@ def round_into(ref: torch.Tensor, fmt: str) -> torch.Tensor:
     return ref.to(torch_dtype(fmt)).double()
 
 
+def reference_output(exact: torch.Tensor, out_fmt: str, via: str | None = None) -> torch.Tensor:
+    """What a GEMM's output should hold: ``exact`` (float64) rounded into ``out_fmt`` (float64 values),
+    through ``via`` first when the kernel writes ``via`` and a separate conversion makes ``out_fmt``
+    (an int4 output goes through fp16). Rounding twice is what such a path does: against a direct
+    rounding, an fp16 intermediate moves about 0.1 % of int4 outputs by one step (values that fp16
+    rounds onto a tie), which a correct kernel must not be failed for."""
+    if via is not None and via != out_fmt:
+        exact = round_into(exact, via)
+    return round_into(exact, out_fmt)
+
+
 def gemm_alpha(in_fmt: str, out_fmt: str, k: int) -> float:
     """Dequantise-and-requantise scale: A·W^T has std FORMAT_STD[in]^2·sqrt(k); D gets FORMAT_STD[out]."""
     return FORMAT_STD[out_fmt] / (FORMAT_STD[in_fmt] ** 2 * math.sqrt(k))
