@@ -36,7 +36,8 @@ _RESIDUAL_SCALES = (0.03, 0.1, 0.3, 1.0)  # the non-additive part's standard dev
 # The non-additive part's correlations (see :func:`correlation`), each with its grid of rates.
 # Decisions: exp(-rate) between configurations differing everywhere. Format mix and effective bits:
 # exp(-rate · squared distance). Effective bits move little per decision (mlp6's smallest layer in
-# fp8 instead of fp16 moves them by 0.008), so only large rates can represent a cliff there.
+# fp8 instead of fp16 moves them by 0.008), so only large rates can represent a cliff there; a
+# smooth function of them only repeats the additive part's per-format costs (and cost mlp6 measurements).
 _RESIDUAL_RATES = {"decisions": (1.0, 4.0, 16.0), "mix": (1.0, 4.0, 16.0), "bits": (256.0, 4096.0)}
 _RESIDUAL_AROUND = 3  # additive scale combinations the non-additive grid is searched around
 _NO_RESIDUAL_PRIOR = 0.5  # prior mass of "the objective is additive"
