@@ -204,6 +204,8 @@ def exp_proxies(args) -> tuple[pd.DataFrame, list[str]]:
     rows = []
     directions = ["minimize", "maximize"]
     for pname, proxy in _proxies(space).items():
+        if pname not in args.proxy_names.split(","):
+            continue
         points = np.array([[rec.true[c.key], proxy(c)] for c in configs])
         ref, true_hv, front = _hv_setup(points, directions)
         for sampler_name in args.proxy_samplers.split(","):
@@ -218,9 +220,10 @@ def exp_proxies(args) -> tuple[pd.DataFrame, list[str]]:
                 print(f"  proxies {pname} {sampler_name} seed {seed}: {scored[-1]:.4f}", flush=True)
     df = pd.DataFrame(rows)
     earlier = args.out / "proxies.csv"
-    if earlier.exists():  # samplers not rerun now keep their rows (GP takes long; its runs do not change)
+    if earlier.exists():  # runs not repeated now keep their rows (GP takes long; its runs do not change)
         kept = pd.read_csv(earlier)
-        df = pd.concat([kept[~kept["sampler"].isin(set(df["sampler"]))], df], ignore_index=True)
+        rerun = kept["sampler"].isin(set(df["sampler"])) & kept["proxy"].isin(set(df["proxy"]))
+        df = pd.concat([kept[~rerun], df], ignore_index=True)
     table = df.groupby(["proxy", "sampler"])["hv_true_at_60"].agg(["median", "min", "count"]).reset_index()
     md = [f"## Non-additive accuracy proxies: latency ({rec.source}) + a proxy, both modelled, mlp6 fp16/fp8/int8",
           "", "Hypervolume fraction of the true front after 60 measurements (latency scored by its true value); "
@@ -534,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                         "so 5 seeds are too few to compare samplers")
     p.add_argument("--bound", type=float, default=3.0, help="latency bound (ms) of the constraint experiment")
     p.add_argument("--proxy-samplers", default="layerwise,gp")
+    p.add_argument("--proxy-names", default="threshold,product,pairwise", help="proxies of the proxies experiment")
     p.add_argument("--stop-budget", type=int, default=100)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
