@@ -63,10 +63,7 @@ class Structure:
                 self._shape_map[d * self.n_formats + fi, fi * _N_SHAPE:(fi + 1) * _N_SHAPE] = self.shape[d]
 
         bits = np.array([get_format(fmt).bits for fmt in self.menu], dtype=float)
-        totals = np.maximum(self.shape.sum(axis=0), 1e-12) if len(self.shape) else np.ones(_N_SHAPE)
-        # onehot(codes) @ _bits_map is each shape term's bit-weighted share: Σ_d shape[d] bits(f_d) / Σ_d shape[d].
-        self._bits_map = (self.shape[:, None, :] * (bits / bits.max())[None, :, None] / totals).reshape(
-            self.n_decisions * self.n_formats, _N_SHAPE)
+        self._relative_bits = bits / bits.max()  # each format's operand width, as a fraction of the widest
 
         op_keys: dict[tuple, int] = {}
         out_keys: dict[tuple, int] = {}
@@ -128,7 +125,8 @@ class Structure:
     def effective_bits(self, onehot: np.ndarray) -> np.ndarray:
         """(n, _N_SHAPE) from one-hot rows: the mean operand width over the network's FLOPs, its
         activation elements and its other elements, as a fraction of the widest format's."""
-        return onehot @ self._bits_map
+        shares = self.format_mix(onehot).reshape(len(onehot), self.n_formats, _N_SHAPE)
+        return np.einsum("nfj,f->nj", shares, self._relative_bits)
 
     def shape_design(self, codes: np.ndarray) -> np.ndarray:
         """(n, F·_N_SHAPE) shape features (see the class docstring)."""
