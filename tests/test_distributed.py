@@ -283,6 +283,33 @@ def test_a_re_measurement_lost_with_its_sweeper_is_queued_again_once(shared):
     assert len(waiting) == 1 and waiting[0].user_attrs[RETRY_ATTR] == owed.number
 
 
+def test_a_queued_trial_swept_before_its_taker_named_itself_is_left_and_the_taker_gets_the_next(shared, monkeypatch):
+    # A worker paused past --stale-after between taking a queued trial and writing its name on it.
+    from mpsearch.search.workers import ask as ask_module
+
+    study = _new_study(shared)
+    study.enqueue_trial({"fc1": "int8", "fc2": "fp16"})
+    study.enqueue_trial({"fc1": "fp16", "fc2": "int8"})
+    take = ask_module._take_queued
+
+    def taken_then_swept_while_paused(s):
+        trial_id = take(s)
+        if trial_id is not None and s._storage.get_trial(trial_id).number == 0:
+            sweeper = optuna.load_study(study_name=shared.name, storage=open_storage(shared.url))
+            assert [x.number for x in sweep_stale_trials(sweeper, 0.0, now=time.time() + 1,
+                                                         me=elsewhere(7, "sweeper"))] == [0]
+        return trial_id
+
+    monkeypatch.setattr(ask_module, "_take_queued", taken_then_swept_while_paused)
+    me = elsewhere(3)
+    trial = ask_module.ask_owned(study, {**me.attrs(), HEARTBEAT_ATTR: time.time()})
+    trials = {t.number: t for t in study.get_trials()}
+    assert trial.number == 1 and trials[1].state == RUNNING
+    assert trials[1].user_attrs[WORKER_ATTR] == me.attrs()[WORKER_ATTR]
+    assert trials[1].system_attrs["fixed_params"] == {"fc1": "fp16", "fc2": "int8"}
+    assert trials[0].state == FAIL and WORKER_ATTR not in trials[0].user_attrs
+
+
 def test_a_vanished_process_of_this_host_is_swept_at_once_despite_a_fresh_heartbeat(shared):
     study = _new_study(shared)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

@@ -8,7 +8,10 @@ in every Optuna storage), so the next worker or resume sweeps it at once.
 
 A queued trial (a configuration re-enqueued after its worker died) is taken the way ``ask()``
 takes it, by moving it from WAITING to RUNNING, and named right after: a worker killed in that
-instant leaves an unowned trial, swept once ``--stale-after`` has passed since it was taken.
+instant leaves an unowned trial, swept once ``--stale-after`` has passed since it was taken. A worker
+paused in that instant for longer may find the trial already swept: nothing was measured on it, the
+sweep's owed-configuration repair queues the configuration again, and this worker takes the next
+trial instead.
 """
 
 from __future__ import annotations
@@ -27,17 +30,19 @@ def ask_owned(study: Any, attrs: Mapping[str, Any]) -> Any:
     local = getattr(study, "_thread_local", None)
     if local is not None and hasattr(local, "cached_all_trials"):
         local.cached_all_trials = None
-    trial_id = _take_queued(study)
-    if trial_id is not None:
-        for key, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, value)
-    else:
-        template = FrozenTrial(
-            number=-1, trial_id=-1, state=TrialState.RUNNING, value=None, values=None,
-            datetime_start=_dt.datetime.now(), datetime_complete=None, params={}, distributions={},
-            user_attrs=dict(attrs), system_attrs={}, intermediate_values={},
-        )
-        trial_id = storage.create_new_trial(study_id, template_trial=template)
+    while (trial_id := _take_queued(study)) is not None:
+        try:
+            for key, value in attrs.items():
+                storage.set_trial_user_attr(trial_id, key, value)
+            return optuna.Trial(study, trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # swept while unowned (this worker was paused): not ours any more
+    template = FrozenTrial(
+        number=-1, trial_id=-1, state=TrialState.RUNNING, value=None, values=None,
+        datetime_start=_dt.datetime.now(), datetime_complete=None, params={}, distributions={},
+        user_attrs=dict(attrs), system_attrs={}, intermediate_values={},
+    )
+    trial_id = storage.create_new_trial(study_id, template_trial=template)
     return optuna.Trial(study, trial_id)
 
 
