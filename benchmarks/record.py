@@ -64,7 +64,7 @@ def sig(x: float) -> str:
 def make_backend(args: argparse.Namespace):
     from mpsearch.backends.cutlass import CutlassBackend
 
-    return CutlassBackend(cache_dir=args.cache_dir, jobs=args.jobs)
+    return CutlassBackend(cache_dir=args.cache_dir, jobs=args.jobs, local_search=args.local_search)
 
 
 def say(msg: str) -> None:
@@ -114,7 +114,10 @@ def cmd_ops(args: argparse.Namespace) -> None:
             break
         network = preset(name)
         ops = sorted(possible_ops(SearchSpace(network, menu)).values(), key=lambda o: (o.kind, -o.m * o.n * o.k))
-        say(f"{name} {','.join(menu)}: {len(ops)} distinct ops")
+        missing = [op for op in ops if (op.kind, op.m, op.n, op.k, op.fmt, op.out_fmt) not in rows]
+        say(f"{name} {','.join(menu)}: {len(ops)} distinct ops, {len(missing)} not recorded")
+        if not missing:
+            continue  # prepare would compile and tune the whole menu for nothing
         backend.prepare(network, menu)
         for op in ops:
             key = (op.kind, op.m, op.n, op.k, op.fmt, op.out_fmt)
@@ -387,6 +390,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="mpsearch/data/recordings/h200")
     parser.add_argument("--cache-dir", default=os.environ.get("MPSEARCH_CACHE_DIR"))
     parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--local-search", type=int, default=0,
+                        help="CUTLASS stage-2 designs tried around each heavy op's stage-1 winner (default 0: stage-1 "
+                             "tuning only, as the shipped H200 recording was made; overrides MPSEARCH_LOCAL_SEARCH; the provenance "
+                             "records the value)")
     parser.add_argument("--deadline-s", type=float, default=1e9, help="stop (resumably) after this many seconds")
     parser.add_argument("--only", nargs="*", help="ops: only these presets")
     parser.add_argument("--passes", type=int, default=3, help="networks: passes over each space")
