@@ -308,6 +308,25 @@ def test_a_queued_trial_swept_before_its_taker_named_itself_is_left_and_the_take
     assert trials[1].user_attrs[WORKER_ATTR] == me.attrs()[WORKER_ATTR]
     assert trials[1].system_attrs["fixed_params"] == {"fc1": "fp16", "fc2": "int8"}
     assert trials[0].state == FAIL and WORKER_ATTR not in trials[0].user_attrs
+    requeued = [t for t in trials.values() if t.state == WAITING]  # nothing measured, nothing lost
+    assert [t.system_attrs["fixed_params"] for t in requeued] == [{"fc1": "int8", "fc2": "fp16"}]
+    assert requeued[0].user_attrs[RETRY_ATTR] == 0
+
+
+def test_a_taken_retry_swept_before_it_was_suggested_is_queued_again_once_for_the_trial_it_is_owed_to(shared):
+    from mpsearch.search.workers import ask as ask_module
+    from mpsearch.search.workers.sweep import requeue_owed
+
+    study = _new_study(shared)
+    owed = _running_trial(study, {"fc1": "int8", "fc2": "int8"}, elsewhere(1), time.time() - 3600)
+    assert [x.number for x in sweep_stale_trials(study, 60, me=elsewhere(5, "sweeper"))] == [owed.number]
+    assert ask_module._take_queued(study) is not None  # by a worker that dies before naming itself
+    swept = sweep_stale_trials(study, 0.0, now=time.time() + 1, me=elsewhere(6, "sweeper"))
+    assert [x.requeued for x in swept] == [True]
+    waiting = [t for t in study.get_trials() if t.state == WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs[RETRY_ATTR] == owed.number
+    assert waiting[0].system_attrs["fixed_params"] == {"fc1": "int8", "fc2": "int8"}
+    assert requeue_owed(study, older_than_s=0) == []  # that one queued retry covers the debt
 
 
 def test_a_vanished_process_of_this_host_is_swept_at_once_despite_a_fresh_heartbeat(shared):

@@ -10,8 +10,7 @@ A queued trial (a configuration re-enqueued after its worker died) is taken the 
 takes it, by moving it from WAITING to RUNNING, and named right after: a worker killed in that
 instant leaves an unowned trial, swept once ``--stale-after`` has passed since it was taken. A worker
 paused in that instant for longer may find the trial already swept: nothing was measured on it, the
-sweep's owed-configuration repair queues the configuration again, and this worker takes the next
-trial instead.
+sweeper queued its configuration again, and this worker takes the next trial instead.
 """
 
 from __future__ import annotations

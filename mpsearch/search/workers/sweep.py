@@ -77,9 +77,16 @@ def sweep_stale_trials(study: Any, stale_after_s: float, *, now: float | None = 
             # held by a paused worker): a sweep is best-effort, the next one tries again.
             continue
         config = t.user_attrs.get(CONFIG_ATTR)
+        queued_params = t.system_attrs.get("fixed_params")
         requeued = False
         if config and t.user_attrs.get(REPEAT_ATTR) is None and t.params:
             study.enqueue_trial(dict(t.params), user_attrs={RETRY_ATTR: t.number})
+            requeued = True
+        elif not t.params and isinstance(queued_params, dict) and queued_params:
+            # A queued trial taken but not yet suggested (its worker died or paused right after
+            # taking it): its configuration is only in the queue's parameters, and goes back to the
+            # queue as it was (a re-measurement keeps naming the trial it is owed to).
+            study.enqueue_trial(dict(queued_params), user_attrs={RETRY_ATTR: t.user_attrs.get(RETRY_ATTR, t.number)})
             requeued = True
         swept.append(SweptTrial(t.number, config, owner, reason, requeued))
     return swept
