@@ -4,8 +4,8 @@ Optuna's own heartbeats exist only on RDBStorage inside ``study.optimize()``; mp
 ask/tell on every storage, so it keeps its own, in trial user attributes:
 
 - **Identity** (:mod:`.identity`). A worker is a random token per process, plus ``host:pid`` for
-  people and the PID namespace it lives in. A trial is created already naming its worker and
-  carrying a first heartbeat (:mod:`.ask`), so no trial is ever left without an owner.
+  people and the PID namespace it lives in. A new trial is created already naming its worker and
+  carrying a first heartbeat (:mod:`.ask`); a queued one is named right after it is taken.
 - **Heartbeat** (:mod:`.heartbeat`). While a worker holds a RUNNING trial, a thread writes the
   wall-clock time into the trial's ``heartbeat`` attribute every ``heartbeat_s`` seconds (default 5).
 - **Sweep** (:mod:`.sweep`). Every worker sweeps at start-up, between trials and after every
@@ -13,7 +13,8 @@ ask/tell on every storage, so it keeps its own, in trial user attributes:
   worker is certainly gone (a process of this namespace that no longer exists), or whose last sign
   of life is older than ``stale_after_s`` (default 30), is told FAIL with ``fail_reason`` "worker
   host:pid stopped (...)". Telling a finished trial fails in every Optuna storage, so of several
-  sweepers exactly one wins, and only the winner queues the configuration again (``retry_of``); a
+  sweepers exactly one wins, and only the winner queues the configuration again (``retry_of``; a
+  queued trial taken but not yet suggested goes back with the parameters it was queued with); a
   winner killed before it queued is made up for by the next sweep that finds the configuration owed.
   A worker whose own trial was swept (it was paused past ``stale_after_s``) drops what it found with
   a note and goes on.
