@@ -119,10 +119,8 @@ def cmd_ops(args: argparse.Namespace) -> None:
         if not missing:
             continue  # prepare would compile and tune the whole menu for nothing
         backend.prepare(network, menu)
-        for op in ops:
+        for op in missing:
             key = (op.kind, op.m, op.n, op.k, op.fmt, op.out_fmt)
-            if key in rows:
-                continue
             if time.monotonic() > deadline:
                 say("deadline reached: stopping (rerun to continue from the tuning cache)")
                 break
