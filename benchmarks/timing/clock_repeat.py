@@ -1,4 +1,4 @@
-"""Does a recorded ratio repeat in another session, and how much of its pass-to-pass spread is the SM clock?
+"""Does a recorded mlp6 ratio repeat in another session, and how much of its pass-to-pass spread is the SM clock?
 
 Compares the passes of a recording's ``paired.csv`` (each configuration timed against one reference,
 with the SM clock of each pass) with new passes of some of its configurations timed the same way
