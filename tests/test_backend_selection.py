@@ -127,9 +127,12 @@ def test_unknown_backend_names_the_choices(mlp3):
 
 def test_the_timing_regime_reaches_the_gpu_backend_and_a_bad_one_is_refused_first(fake_cutlass, mlp3):
     backend, _ = make_backend("cutlass", mlp3, timing="burst")
-    assert backend.protocol.regime == "burst"
-    assert make_backend("cutlass", mlp3)[0].protocol.regime == "sustained"
-    with pytest.raises(InvalidSpecError, match="regime must be one of sustained, burst, got 'cold'"):
+    assert backend.protocol.regime == "burst" and not backend.against_reference
+    alone = make_backend("cutlass", mlp3)[0]
+    assert alone.protocol.regime == "sustained" and not alone.against_reference
+    paired = make_backend("cutlass", mlp3, timing="paired")[0]
+    assert paired.protocol.regime == "sustained" and paired.against_reference
+    with pytest.raises(InvalidSpecError, match="--timing must be one of sustained, paired, burst, got 'cold'"):
         make_backend("roofline", mlp3, timing="cold")
 
 

@@ -117,7 +117,7 @@ def search(network: Any, *, trials: int | None = None, timeout: float | None = N
     from mpsearch.search.constraints import constraints_extra
     from mpsearch.search.samplers import build_sampler, default_sampler
     from mpsearch.search.storage import check_parallel, default_journal_url, default_storage_url, open_storage
-    from mpsearch.search.study import create_study, new_spec
+    from mpsearch.search.study import create_study, new_spec, with_latency_scale
     from mpsearch.validation import check_seed, check_study_name
 
     log = log or _silent
@@ -150,7 +150,8 @@ def search(network: Any, *, trials: int | None = None, timeout: float | None = N
         opened = open_storage(storage_url)
         chosen, settings = build_sampler(sampler, seed=seed, space=setup.space, directions=setup.directions,
                                          exact=setup.exact_objectives())
-        spec = new_spec(setup.network, setup.menu, setup.objectives, setup.backend, settings)
+        spec = with_latency_scale(new_spec(setup.network, setup.menu, setup.objectives, setup.backend, settings),
+                                  setup.backend, setup.network)
         spec.extra.update(constraints_extra(constraints, [o.name for o in setup.objectives]))
         study = create_study(opened, storage_url, name, spec, chosen)
     except BaseException:
@@ -196,6 +197,8 @@ def _setup_for_stored(stored: Any, name: str, *, network: Any, formats: Any, obj
     backend_name = backend or stored.backend.get("backend", "auto")
     if device is None:
         device = stored_device(stored, backend_name)
+    if timing is None and backend_name == stored.backend.get("backend"):
+        timing = stored.backend.get("regime")  # None for backends that do not time
     specs = resume_objectives(stored, objectives, name, how_to_pass)
     net = network if network is not None else Network.from_dict(stored.network, source=f"study {name}")
     return build_setup(net, backend=backend_name, device=device, data=data, cache_dir=cache_dir, timing=timing,
@@ -203,10 +206,12 @@ def _setup_for_stored(stored: Any, name: str, *, network: Any, formats: Any, obj
 
 
 def _check_same_setup(stored: Any, setup: Setup, name: str) -> None:
-    """StudyMismatchError naming every difference between the stored study and ``setup``."""
-    from mpsearch.search.study import check_resume, new_spec
+    """StudyMismatchError naming every difference between the stored study and ``setup``; then the
+    backend takes the study's latency scale, so its latencies are on the stored ones' scale."""
+    from mpsearch.search.study import adopt_latency_scale, check_resume, new_spec
 
     check_resume(stored, new_spec(setup.network, setup.menu, setup.objectives, setup.backend, stored.sampler), name)
+    adopt_latency_scale(stored, setup.backend, setup.network, name)
 
 
 def resume(name: str, *, storage: str | None = None, trials: int | None = None, timeout: float | None = None,
@@ -264,7 +269,7 @@ def enumerate(network: Any, *, formats: Any = None, objectives: Any = None, back
     from mpsearch.search.record import is_feasible
     from mpsearch.search.run import Budget, run_search
     from mpsearch.search.storage import default_storage_url, open_storage
-    from mpsearch.search.study import create_study, new_spec
+    from mpsearch.search.study import create_study, new_spec, with_latency_scale
 
     log = log or _silent
     setup = build_setup(network, backend=backend, device=device, data=data, cache_dir=cache_dir, timing=timing,
@@ -281,7 +286,8 @@ def enumerate(network: Any, *, formats: Any = None, objectives: Any = None, back
         storage_url = storage or default_storage_url(name)
         # Every configuration is queued up front (Optuna's BruteForceSampler calls study.stop(),
         # which ask/tell cannot take); a resumed enumeration picks up the ones still waiting.
-        spec = new_spec(setup.network, setup.menu, setup.objectives, setup.backend, {"name": "random", "seed": 0})
+        spec = with_latency_scale(new_spec(setup.network, setup.menu, setup.objectives, setup.backend,
+                                           {"name": "random", "seed": 0}), setup.backend, setup.network)
         spec.exhaustive = True
         study = create_study(open_storage(storage_url), storage_url, name, spec, optuna.samplers.RandomSampler(seed=0))
         for config in setup.space.all_configs():

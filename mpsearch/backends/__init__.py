@@ -4,7 +4,7 @@ Names: ``cutlass`` (measured on this machine's GPU with tuned CUTLASS kernels), 
 with the kernels PyTorch runs: cuBLAS), ``replay`` (recorded on a GPU, served from
 ``mpsearch/data/recordings/<recording>/``), ``roofline`` (modelled from datasheet peaks), and ``auto``, which
 takes the first that can work here, in that order, and says why. The GPU backends take a timing
-regime (``sustained`` or ``burst``; :mod:`mpsearch.backends.timing`).
+regime (``sustained``, ``paired`` or ``burst``; :mod:`mpsearch.backends.timing`, :mod:`mpsearch.backends.scale`).
 
 Nothing heavy is imported here: the backend modules are imported when a backend is made, and the
 GPU probe looks at device files and the driver library's name without loading CUDA.
@@ -97,10 +97,23 @@ def cutlass_missing() -> str | None:
     return None
 
 
-def _protocol(timing: str | None) -> Any:
-    from mpsearch.backends.timing import TimingProtocol
+TIMINGS = ("sustained", "paired", "burst")  # what --timing takes
 
-    return TimingProtocol(regime=timing) if timing else TimingProtocol()
+
+def _protocol(timing: str | None) -> Any:
+    """The timing protocol of ``--timing``: ``paired`` is the sustained regime, each network timed
+    against the study's reference (the backend's ``against_reference``)."""
+    from mpsearch.backends.timing import SUSTAINED, TimingProtocol
+    from mpsearch.errors import InvalidSpecError
+
+    if timing is not None and timing not in TIMINGS:
+        raise InvalidSpecError(f"--timing must be one of {', '.join(TIMINGS)}, got {timing!r}")
+    return TimingProtocol(regime=SUSTAINED if timing in (None, "paired") else timing)
+
+
+def _timed(backend: Any, timing: str | None) -> Any:
+    backend.against_reference = timing == "paired"
+    return backend
 
 
 def _make_cutlass(cache_dir: str | None, timing: str | None = None) -> tuple[LatencyBackend, str]:
@@ -115,7 +128,7 @@ def _make_cutlass(cache_dir: str | None, timing: str | None = None) -> tuple[Lat
             "the cutlass backend cannot run here: mpsearch.backends.cutlass has no CutlassBackend "
             "(an incomplete install); reinstall mpsearch or use --backend replay"
         )
-    backend = backend_class(cache_dir=cache_dir, protocol=_protocol(timing))
+    backend = _timed(backend_class(cache_dir=cache_dir, protocol=_protocol(timing)), timing)
     return backend, f"cutlass: measuring on {gpu_model() or 'the local GPU'}"
 
 
@@ -137,7 +150,7 @@ def _make_torch(timing: str | None = None) -> tuple[LatencyBackend, str]:
         raise BackendUnavailableError(f"the torch backend cannot run here: {missing}; use --backend replay or roofline")
     from mpsearch.backends.pytorch import TorchBackend
 
-    backend = TorchBackend(protocol=_protocol(timing))
+    backend = _timed(TorchBackend(protocol=_protocol(timing)), timing)
     return backend, f"torch: measuring PyTorch's kernels on {gpu_model() or 'the local GPU'}"
 
 
@@ -173,7 +186,7 @@ def make_backend(
     matched against each recording's directory name, device and arch); ``data`` is a recordings
     directory or one recording (default: ``$MPSEARCH_DATA``, else the newest shipped recording that
     covers the network); ``cache_dir`` is the CUTLASS compile cache; ``timing`` the GPU backends'
-    regime (sustained, the default, or burst); ``menu`` the formats the study will use, when known
+    regime (sustained, the default, paired or burst); ``menu`` the formats the study will use, when known
     (replay then looks for a recording that covers the network over them, not over the default menu).
     """
     key = name.strip().lower() if isinstance(name, str) else name

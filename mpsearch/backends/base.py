@@ -14,6 +14,11 @@ Contract for implementers (``mpsearch.testing`` checks it for the built-in backe
   exception is a bug in the backend. The result's ``source`` is one of SOURCES and ``device`` names
   the GPU the number belongs to (measured on, recorded on, or modelled for).
 - :meth:`close` frees resources; measuring after close is not required to work.
+- A backend whose latencies are ratios to a reference configuration times a scale (the GPU
+  backends in the sustained regime, :mod:`mpsearch.backends.scale`) returns the scale's record from
+  :meth:`scale_record` (measuring it on first call), and takes a stored one in :meth:`adopt_scale`,
+  so that every process measuring one study reports on one scale. Others keep the defaults: no
+  record, and nothing to adopt.
 """
 
 from __future__ import annotations
@@ -115,6 +120,16 @@ class LatencyBackend(ABC):
 
     def close(self) -> None:
         """Free resources (GPU memory, processes)."""
+
+    def scale_record(self, network: Network) -> dict[str, Any] | None:
+        """The JSON record of the scale ``network``'s latencies are on, for a new study to store
+        (None: latencies are not ratios to a reference)."""
+        return None
+
+    def adopt_scale(self, network: Network, record: dict[str, Any], where: str) -> None:
+        """Put ``network``'s latencies on the stored scale ``record`` (from :meth:`scale_record` of
+        the process that created the study ``where`` names); StudyMismatchError if it belongs to
+        another device or network. Ignored by backends without a scale."""
 
     def provenance(self) -> dict[str, Any]:
         """Versions and settings a stored study records (driver, CUDA, CUTLASS, data file, ...)."""

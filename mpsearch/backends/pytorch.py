@@ -110,6 +110,7 @@ class TorchBackend(GpuBackend):
             if fmt not in self._caps.formats:
                 raise UnsupportedConfigError(self.unpriced_reason(fmt))
         check_menu(menu, self.arch, warn=False)
+        super().prepare(network, menu)
 
     def check_op(self, op: Op) -> None:
         check_shape(op)

@@ -54,7 +54,7 @@ def network_from_args(args: argparse.Namespace) -> Any:
 
 
 def add_backend_args(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
-    from mpsearch.backends import backend_names
+    from mpsearch.backends import TIMINGS, backend_names
 
     g = p.add_argument_group("latency backend")
     g.add_argument("--backend", choices=backend_names(), default=default,
@@ -64,9 +64,12 @@ def add_backend_args(p: argparse.ArgumentParser, default: str | None = "auto") -
                                     "(a resumed study keeps its own unless this is given)")
     g.add_argument("--data", help="replay: a recording folder (default: the recordings shipped with mpsearch)")
     g.add_argument("--cache-dir", help="cutlass: compiled-kernel cache (default: ~/.cache/mpsearch/cutlass)")
-    g.add_argument("--timing", choices=("sustained", "burst"), default=None,
-                   help="cutlass/torch: the GPU's state while timing: sustained (default: run back to back until "
-                        "clocks and latency are steady, as a serving GPU at its power cap) or burst (idle-cooled first)")
+    g.add_argument("--timing", choices=TIMINGS, default=None,
+                   help="cutlass/torch: how a configuration is timed: sustained (default: alone, back to back until "
+                        "clocks and latency are steady, as a serving GPU at its power cap), paired (sustained, "
+                        "alternately with one reference configuration, on the study's scale: repeatable, but at "
+                        "the clock the pair's power sets) or burst (idle-cooled first); a resumed study or a worker keeps "
+                        "the study's own")
 
 
 def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:

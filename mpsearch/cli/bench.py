@@ -125,6 +125,13 @@ def render(network: Any, config: Any, result: Any) -> str:
     timing = result.extra.get("timing") if result.extra else None
     if timing:
         lines.append(timing_line(timing))
+    paired = result.extra.get("paired") if result.extra else None
+    if paired:
+        lo, hi = paired["ratio_ci95"]
+        lines.append(f"against the reference {','.join(paired['scale']['reference'])}: ratio {paired['ratio']:.4f} "
+                     f"(95% CI {lo:.4f}-{hi:.4f}) x its latency {paired['scale']['ms']:.4f} ms, measured alone "
+                     f"{paired['scale']['date']}; in these rounds {paired['target_median_ms']:.4f} ms against "
+                     f"{paired['reference_median_ms']:.4f} ms")
     if result.extra and result.extra.get("emulated"):
         lines.append(f"emulated on this GPU (no tensor cores): {', '.join(result.extra['emulated'])}")
     if result.detail:

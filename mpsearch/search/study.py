@@ -250,6 +250,27 @@ def new_spec(network: Any, menu: tuple[str, ...], objectives: list[Any], backend
     )
 
 
+LATENCY_SCALE_KEY = "latency_scale"  # in a spec's backend provenance: the scale every trial's latency is on
+
+
+def with_latency_scale(spec: StudySpec, backend: Any, network: Any) -> StudySpec:
+    """``spec`` holding the scale ``backend`` puts ``network``'s latencies on, when it has one (a GPU
+    backend timing against a reference measures it now): stored at creation, so every process that
+    measures the study later uses the same one."""
+    record = backend.scale_record(network)
+    if record is not None:
+        spec.backend[LATENCY_SCALE_KEY] = record
+    return spec
+
+
+def adopt_latency_scale(stored: StudySpec, backend: Any, network: Any, name: str) -> None:
+    """Put the backend that continues study ``name`` on the study's stored scale (a study stored
+    without one, by a backend without a scale or an older mpsearch, has none to adopt)."""
+    record = stored.backend.get(LATENCY_SCALE_KEY)
+    if record is not None:
+        backend.adopt_scale(network, record, f"study {name!r}")
+
+
 def feasible_values(study: Any) -> list[list[float]]:
     """Objective values of the study's complete trials whose configuration could run."""
     import optuna

@@ -37,6 +37,14 @@ def backend(cache_dir):
     b.close()
 
 
+@pytest.fixture
+def paired_backend(backend):
+    """The session's backend timing networks against the reference (--timing paired), for one test."""
+    backend.against_reference = True
+    yield backend
+    backend.against_reference = False
+
+
 def gemm(fmt: str, out: str = "fp16", m: int = M, n: int = N, k: int = K) -> Op:
     return Op("gemm", "t", m, n, k, fmt, out)
 
@@ -91,16 +99,52 @@ def test_the_local_search_times_the_winner_beside_its_neighbours(backend):
     assert first["tile"] in tiles and len(tiles) > len({c["tile"] for c in first["candidates"].values() if "tile" in c})
 
 
-def test_consecutive_sustained_measurements_of_a_network_agree_within_one_percent(backend):
+def test_consecutive_paired_measurements_of_a_network_agree_within_one_percent(paired_backend):
     from mpsearch.network import preset
 
+    backend = paired_backend
     net = preset("mlp6")
-    backend.prepare(net, ("fp16", "fp8_e4m3"))
+    backend.prepare(net, ("fp16", "fp8_e4m3", "int8"))
     for fmt in ("fp16", "fp8_e4m3"):
         config = Config(net.layer_names, (fmt,) * 6)
         a, b = backend.measure(net, config), backend.measure(net, config)
         assert abs(a.ms - b.ms) / a.ms <= 0.01, (a.ms, b.ms)
-        assert a.extra["timing"]["regime"] == "sustained"
+        assert a.extra["timing"]["regime"] == "sustained" and "paired" in a.extra
+
+
+def test_the_reference_timed_against_itself_has_a_ratio_of_one_and_others_their_raw_ratio(paired_backend):
+    from mpsearch.backends.scale import LatencyScale
+    from mpsearch.network import preset
+
+    backend = paired_backend
+    net = preset("mlp6")
+    backend.prepare(net, ("fp16", "fp8_e4m3", "int8"))
+    scale = LatencyScale.from_record(backend.scale_record(net), "test")
+    itself = backend.measure(net, Config(net.layer_names, scale.formats))
+    assert abs(itself.extra["paired"]["ratio"] - 1) <= 0.01, itself.extra["paired"]
+    other = backend.measure(net, Config(net.layer_names, ("int8",) * 6))
+    pair = other.extra["paired"]
+    assert other.ms == pytest.approx(pair["ratio"] * scale.ms, rel=1e-3)
+    assert pair["ratio"] == pytest.approx(pair["target_median_ms"] / pair["reference_median_ms"], rel=0.02)
+    assert other.extra["timing"]["n_samples"] == len(other.samples)
+    assert f"timed alternately with the reference {','.join(scale.formats)}" in other.detail
+
+
+def test_an_adopted_scale_sets_the_level_of_every_latency(paired_backend):
+    from mpsearch.network import preset
+
+    backend = paired_backend
+    net = preset("mlp6")
+    backend.prepare(net, ("fp16", "fp8_e4m3", "int8"))
+    record = backend.scale_record(net)
+    config = Config(net.layer_names, ("fp8_e4m3",) * 6)
+    before = backend.measure(net, config)
+    backend.adopt_scale(net, {**record, "ms": record["ms"] * 2}, "test")
+    try:
+        after = backend.measure(net, config)
+    finally:
+        backend.adopt_scale(net, record, "test")
+    assert after.ms / before.ms == pytest.approx(2, rel=0.02)
 
 
 def test_a_warm_rerun_compiles_nothing(backend, cache_dir):
@@ -128,7 +172,7 @@ def test_measure_is_end_to_end_with_samples_kernels_and_conversions(backend):
     config = Config(block.layer_names, ("int8", "fp16"))
     backend.prepare(block, ("int8", "fp16"))
     result = backend.measure(block, config)
-    assert result.source == "measured"
+    assert result.source == "measured" and "paired" not in result.extra  # --timing sustained: timed alone
     assert result.device == torch.cuda.get_device_name(0)
     assert len(result.samples) >= 10 and result.ms > 0
     assert result.extra["timing"]["n_samples"] == len(result.samples)

@@ -158,6 +158,7 @@ class CutlassBackend(GpuBackend):
         """Check the menu against this GPU, compile every stage-1 kernel the study can need (in
         parallel), then tune the heavy ops: stage 1, one parallel compile of their winners'
         neighbours, stage 2. Later trials then compile nothing."""
+        super().prepare(network, menu)
         for fmt in menu:
             if fmt not in catalog.ELEMENT:
                 raise UnsupportedConfigError(f"the CUTLASS backend has no kernels for {fmt}; it runs {', '.join(catalog.ELEMENT)}")

@@ -7,6 +7,11 @@ float64 check (:meth:`check_gemm`), the conversions a network needs (:mod:`.conv
 run end to end, and every timing under one :class:`~mpsearch.backends.timing.TimingProtocol` with
 telemetry.
 
+A network latency is timed alone (its own steady state under the power cap), or, with
+``against_reference`` (``--timing paired``), alternately with the study's reference configuration
+and reported on the study's scale (:mod:`mpsearch.backends.scale`): :meth:`GpuBackend.scale_record`
+measures the scale for a new study, :meth:`GpuBackend.adopt_scale` takes a stored one.
+
 How a network runs (``Network.ops``): in a chained network each GEMM writes the next layer's
 format, reading its predecessor's output; in an unchained one each non-fp16 layer converts an fp16
 activation first and every GEMM writes fp16. End to end, all launches run back to back on one
@@ -24,7 +29,8 @@ from typing import Any, Callable
 
 from mpsearch import __version__
 from mpsearch.backends.base import MEASURED, LatencyBackend, LatencyResult
-from mpsearch.backends.timing import Measurement, PairedMeasurement, TimingProtocol
+from mpsearch.backends.scale import SCALE_SAMPLE_S, LatencyScale, reference_formats, scaled
+from mpsearch.backends.timing import SUSTAINED, Measurement, PairedMeasurement, TimingProtocol
 from mpsearch.errors import BackendUnavailableError, KernelCheckError, UnsupportedConfigError
 from mpsearch.network import Network, Op
 from mpsearch.space import Config
@@ -110,7 +116,9 @@ class GpuBackend(LatencyBackend):
     """A backend measuring on the local GPU; see the module docstring.
 
     ``protocol``: how every latency is timed (default: the sustained regime). ``progress``: where
-    one-line progress and warnings go (default: stderr).
+    one-line progress and warnings go (default: stderr). ``against_reference`` (an attribute, default
+    False; ``--timing paired`` sets it): in the sustained regime, time each network against the
+    reference configuration, on the study's scale, instead of alone.
     """
 
     name = "gpu"
@@ -136,6 +144,9 @@ class GpuBackend(LatencyBackend):
                       "clocks and power, and each trial records that")
         self._pool = tensors.TensorPool()
         self._records: dict[str, dict[str, Any]] = {}
+        self._menus: dict[str, tuple[str, ...]] = {}  # network fingerprint -> the menu it was prepared for
+        self._scales: dict[str, LatencyScale] = {}  # network fingerprint -> the scale its latencies are on
+        self.against_reference = False
 
     def _require(self) -> Any:
         return require_cuda_torch(self.name, self.install_hint)
@@ -166,10 +177,67 @@ class GpuBackend(LatencyBackend):
             "cuda": torch.version.cuda or "unknown",
             "torch": torch.__version__,
             "mpsearch": __version__,
-            "regime": self.protocol.regime,
+            "regime": "paired" if self.paired else self.protocol.regime,
             "timing": self.protocol.as_dict(),
             "telemetry": telemetry,
         }
+
+    @property
+    def paired(self) -> bool:
+        """Whether network latencies are timed against the reference (``--timing paired``:
+        ``against_reference`` in the sustained regime)."""
+        return self.against_reference and self.protocol.regime == SUSTAINED
+
+    def prepare(self, network: Network, menu: tuple[str, ...]) -> None:
+        """Remember the menu: the reference configuration is made of its formats. Subclasses
+        extend this (and call it)."""
+        self._menus[network.fingerprint()] = tuple(menu)
+
+    def scale_record(self, network: Network) -> dict[str, Any] | None:
+        if not self.paired:
+            return None
+        return self._scale(network).to_record()
+
+    def adopt_scale(self, network: Network, record: dict[str, Any], where: str) -> None:
+        if not self.paired:
+            return
+        scale = LatencyScale.from_record(record, where)
+        scale.check_fits(network.fingerprint(), len(network.layers), self.device, self.capabilities.formats, where)
+        self._scales[network.fingerprint()] = scale
+
+    def _runs(self, network: Network, index: int, fmt: str) -> bool:
+        """Can layer ``index`` run in ``fmt`` here (its ops with every layer in ``fmt``)?"""
+        if fmt not in self.capabilities.formats:
+            return False
+        name = network.layer_names[index]
+        try:
+            for op in network.ops([fmt] * len(network.layers)):
+                if op.layer == name:
+                    self.check_op(op)
+        except UnsupportedConfigError:
+            return False
+        return True
+
+    def _scale(self, network: Network) -> LatencyScale:
+        """The scale of ``network``'s latencies: adopted, or measured now (the reference alone, for
+        at least ``SCALE_SAMPLE_S``)."""
+        import dataclasses
+
+        from mpsearch.backends.timing import measure
+        from mpsearch.formats import default_menu
+
+        key = network.fingerprint()
+        if key not in self._scales:
+            menu = self._menus.get(key) or tuple(f for f in default_menu(self.arch) if f in self.capabilities.formats)
+            formats = reference_formats(len(network.layers), menu, lambda i, fmt: self._runs(network, i, fmt))
+            launch = self.checked_network_launch(network, formats)
+            protocol = dataclasses.replace(self.protocol, min_sample_s=max(self.protocol.min_sample_s, SCALE_SAMPLE_S),
+                                           sample_cap_s=max(self.protocol.sample_cap_s, 2 * SCALE_SAMPLE_S))
+            m = measure(launch, protocol, self._timer, self._telemetry,
+                        what=f"network {network.name} reference {','.join(formats)}")
+            self._scales[key] = LatencyScale.from_measurement(key, formats, m, self.device)
+            self._say(f"latency scale of {network.name}: {self._scales[key].describe()}")
+        return self._scales[key]
 
     def measure(self, network: Network, config: Config) -> LatencyResult:
         from mpsearch.backends import config_formats
@@ -181,7 +249,26 @@ class GpuBackend(LatencyBackend):
                 raise UnsupportedConfigError(self.unpriced_reason(fmt))
         ops = network.ops(formats)
         records = self._checked_records(ops)
-        m = self.time(self.network_launch(network, formats), f"network {network.name} {','.join(formats)}")
+        what = f"network {network.name} {','.join(formats)}"
+        paired: dict[str, Any] = {}
+        if self.paired:
+            scale = self._scale(network)
+            reference = self.checked_network_launch(network, list(scale.formats))
+            pair = self.time_against_reference(self.network_launch(network, formats), reference, what)
+            _, samples = scaled(pair.ratios, scale)
+            t = pair.target
+            m = Measurement(list(samples), t.regime, t.stop, t.warmup, t.telemetry, t.telemetry_absent, t.seconds)
+            summary = pair.summary()
+            paired = {"ratio": summary["ratio"], "ratio_ci95": summary["ratio_ci95"],
+                      "target_median_ms": round(t.median_ms, 6), "reference_median_ms": round(pair.reference.median_ms, 6),
+                      "scale": scale.to_record()}
+            how = (f"end to end, sustained regime, timed alternately with the reference {','.join(scale.formats)} "
+                   f"(round by round, L2 flushed before each launch): the median ratio x the study's scale, "
+                   f"{scale.describe()}")
+        else:
+            m = self.time(self.network_launch(network, formats), what)
+            how = (f"end to end, {self.protocol.regime} regime: all layers' kernels back to back on one stream "
+                   "(conversions included), CUDA events, L2 flushed before each sample")
         per_layer: dict[str, float] = {}
         kernels: dict[str, str] = {}
         errors: dict[str, float] = {}
@@ -197,10 +284,9 @@ class GpuBackend(LatencyBackend):
             ms=m.median_ms, source=MEASURED, device=self.device,
             samples=tuple(round(s, 6) for s in m.samples),
             per_layer_ms=tuple(round(per_layer[name], 6) for name in network.layer_names),
-            detail=(f"end to end, {self.protocol.regime} regime: all layers' kernels back to back on one stream "
-                    "(conversions included), CUDA events, L2 flushed before each sample; per layer: each op timed alone"),
+            detail=f"{how}; per layer: each op timed alone",
             extra={"kernels": kernels, "check_rel_err": errors, "emulated": sorted(set(formats) & caps.emulated),
-                   "per_op": spreads, "timing": m.summary()},
+                   "per_op": spreads, "timing": m.summary(), **({"paired": paired} if paired else {})},
         )
 
     def close(self) -> None:
