@@ -31,13 +31,21 @@ CONFIGS = (
 )
 MENU = ("fp16", "fp8_e4m3", "int8")
 VARIANTS = {  # name -> TimingProtocol keyword arguments
-    "quick": {"target_ci": 0.01, "min_sample_s": 0.05, "sample_cap_s": 0.3},
+    # backend.measure as built by default (--timing sustained): each configuration alone.
     "default": {},
+    # backend.measure with --timing paired: against the network's reference configuration, times the
+    # scale this process measured (as a fresh `mpsearch bench --timing paired` does).
+    "own_scale": {},
+    # The same, times one scale for all processes (process 0 measures it, the others adopt it): what
+    # the trials of one paired study give, over resumes and workers.
+    "study": {},
+    "quick": {"target_ci": 0.01, "min_sample_s": 0.05, "sample_cap_s": 0.3},
     "long": {"target_ci": 0.0025, "min_sample_s": 1.0, "sample_cap_s": 2.0},
     "burst": {"regime": "burst"},
     # Sustained, each configuration timed against REFERENCE (alternately); its value is the ratio.
     "paired": {},
 }
+PAIRED_MEASURE = ("own_scale", "study")  # the variants that time through backend.measure with --timing paired
 # Not one of CONFIGS: a recording's reference, whose ratios the paired variant reports.
 REFERENCE = "fp16,int8,fp8_e4m3,fp16,int8,fp8_e4m3"
 
@@ -74,6 +82,15 @@ def child(args: argparse.Namespace) -> None:
     k = args.index % len(variants)
     for variant in variants[k:] + variants[:k]:
         backend.protocol = TimingProtocol(**VARIANTS[variant])
+        backend.against_reference = variant in PAIRED_MEASURE
+        if variant == "study":
+            shared = Path(args.out).with_suffix(".scale.json")
+            if shared.is_file():
+                backend.adopt_scale(network, json.loads(shared.read_text()), str(shared))
+            else:
+                shared.write_text(json.dumps(backend.scale_record(network), indent=1) + "\n")
+        elif variant == "own_scale":
+            backend._scales.clear()  # this variant measures its own scale, even after the study variant adopted one
         for config in configs:
             t0 = time.monotonic()
             if variant == "paired":
@@ -88,7 +105,10 @@ def child(args: argparse.Namespace) -> None:
                 continue
             result = backend.measure(network, config)
             timing = result.extra["timing"]
+            paired = result.extra.get("paired")
             print(json.dumps({"process": args.index, "variant": variant, "config": config.key, "ms": result.ms,
+                              **({"ratio": paired["ratio"], "scale_ms": paired["scale"]["ms"],
+                                  "target_ms": paired["target_median_ms"]} if paired else {}),
                               "seconds": time.monotonic() - t0, "n_samples": timing["n_samples"], "stop": timing["stop"],
                               "warmup": timing["warmup"], "telemetry": timing["telemetry"] if "absent" in timing["telemetry"]
                               else {k: v for k, v in timing["telemetry"].items()}}), flush=True)
@@ -100,18 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=("cutlass", "torch"), default="cutlass")
     ap.add_argument("--cache-dir")
     ap.add_argument("--processes", type=int, default=5)
-    ap.add_argument("--variants", default="quick,default,long,burst")
+    ap.add_argument("--variants", default="default,own_scale,study,burst")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--summarize", action="store_true", help="only summarise the rows an earlier run left in OUT.rows.json")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
         args.index = args.child
         child(args)
         return 0
-    rows = []
     out = Path(args.out)
+    if args.summarize:
+        rows = json.loads(out.with_suffix(".rows.json").read_text())
+        return summarize(rows, args.variants.split(","), len({r["process"] for r in rows}), args.backend, out)
+    rows = []
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.with_suffix(".log").open("w")
+    out.with_suffix(".scale.json").unlink(missing_ok=True)  # the study variant's scale: this run's process 0 measures it
     for index in range(args.processes):
         cmd = [sys.executable, __file__, "--backend", args.backend, "--variants", args.variants, "--out", args.out,
                "--child", str(index)] + (["--cache-dir", args.cache_dir] if args.cache_dir else [])
@@ -126,8 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         # Kept as they come: a session that ends early still leaves the processes it finished.
         out.with_suffix(".rows.json").write_text(json.dumps(rows, indent=1) + "\n")
         print(f"process {index}: {len(mine)} measurements in {time.monotonic() - t0:.0f} s", flush=True)
+    return summarize(rows, args.variants.split(","), args.processes, args.backend, out)
+
+
+def summarize(rows: list[dict], variants: list[str], processes: int, backend: str, out: Path) -> int:
+    """Per variant and configuration: the processes' medians and their max/min (written as .json and .md)."""
     summary = []
-    for variant in args.variants.split(","):
+    for variant in variants:
         for config in CONFIGS:
             mine = [r for r in rows if r["variant"] == variant and r["config"] == config]
             medians = [r["ms"] for r in mine]
@@ -138,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                             "seconds_median": statistics.median(r["seconds"] for r in mine),
                             "samples_median": statistics.median(r["n_samples"] for r in mine),
                             "stops": sorted({r["stop"] for r in mine})})
-    result = {"backend": args.backend, "processes": args.processes, "variants": {v: VARIANTS[v] for v in args.variants.split(",")},
+    result = {"backend": backend, "processes": processes, "variants": {v: VARIANTS[v] for v in variants},
               "rows": rows, "summary": summary}
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = ["Variant paired: each configuration timed alternately with " + REFERENCE + "; its medians are ratios "
@@ -151,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         if "target_medians_ms" in s:
             lines.append(f"| paired, raw end to end | {s['config']} | {s['target_max_over_min']:.4f} | | | "
                          f"{' '.join(f'{m:.4f}' for m in s['target_medians_ms'])} |")
-    for variant in args.variants.split(","):
+    for variant in variants:
         worst = max(s["max_over_min"] for s in summary if s["variant"] == variant)
         secs = statistics.mean(s["seconds_median"] for s in summary if s["variant"] == variant)
         lines.append(f"\n{variant}: worst max/min {worst:.4f}, mean {secs:.2f} s per measurement")
