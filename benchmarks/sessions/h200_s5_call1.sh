@@ -7,10 +7,7 @@
 set -u
 source "$(dirname "$0")/prelude.sh"
 export MPSEARCH_LOCAL_SEARCH=0
-nvidia-smi --query-gpu=name,pci.bus_id,driver_version,power.limit,temperature.gpu,power.draw,clocks.sm --format=csv > $R/gpu.txt 2>&1
-stamp "ready"
-timeout 240 python3 benchmarks/kernels/build_cache.py --cache-dir .kc --groups default --jobs 16 > $R/compile.log 2>&1
-stamp "compile rc=$? $(grep -c ' ok' $R/compile.log) ok lines"; save
+cold_start
 timeout $(( $(left) - 20 )) python3 benchmarks/record.py networks --menus default --cache-dir .kc --out $R/rec \
   --reference fp16,int8,fp8_e4m3,fp16,int8,fp8_e4m3 --configs benchmarks/sessions/h200_s5_configs.txt \
   --first-pass 6 --passes 10 --deadline-s $(( $(left) - 40 )) > $R/networks.log 2>&1

@@ -10,33 +10,13 @@
 set -u
 source "$(dirname "$0")/prelude.sh"
 export MPSEARCH_LOCAL_SEARCH=0
-nvidia-smi --query-gpu=name,pci.bus_id,driver_version,power.limit,temperature.gpu,power.draw,clocks.sm --format=csv > $R/gpu.txt 2>&1
-stamp "ready"
-timeout 240 python3 benchmarks/kernels/build_cache.py --cache-dir .kc --groups default --jobs 16 > $R/compile.log 2>&1
-stamp "compile rc=$? $(grep -c ' ok' $R/compile.log) ok lines"; save
+cold_start
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cutlass_gpu.py \
   -k "consecutive or reference or adopted or end_to_end" > $R/gpu_tests.txt 2>&1
 stamp "gpu tests rc=$? $(tail -1 $R/gpu_tests.txt)"; save
-mkdir -p $R/study && cd $R/study
-timeout 120 python3 -m mpsearch search mlp6 --backend cutlass --trials 12 --seed 0 --no-progress > search.txt 2>&1
-stamp "search rc=$?"
-timeout 60 python3 -m mpsearch resume mlp6 --trials 4 --no-progress > resume.txt 2>&1
-stamp "resume rc=$?"
-python3 - > trials.json 2> trials.err <<'PY'
-import json, optuna
-study = optuna.load_study(study_name="mlp6", storage="sqlite:///studies/mlp6.db")
-spec = study.user_attrs["mpsearch_spec"]
-rows = []
-for t in study.trials:
-    extra = t.user_attrs.get("latency_extra") or {}
-    p = extra.get("paired") or {}
-    rows.append({"number": t.number, "state": t.state.name, "config": t.user_attrs.get("config"),
-                 "values": t.values, "ratio": p.get("ratio"), "scale_ms": (p.get("scale") or {}).get("ms"),
-                 "target_median_ms": p.get("target_median_ms"), "reference_median_ms": p.get("reference_median_ms"),
-                 "sm_mhz": ((extra.get("timing") or {}).get("telemetry") or {}).get("sm_mhz")})
-print(json.dumps({"latency_scale": spec["backend"].get("latency_scale"), "trials": rows}, indent=1))
-PY
-stamp "dump rc=$?"; cd - > /dev/null; save
+cli_study
+# Variant names as they were then (repeatability.py has since renamed them): default = paired on the
+# process's own scale (now own_scale), alone = timed alone (now default).
 timeout $(( $(left) - 15 )) python3 benchmarks/timing/repeatability.py --backend cutlass --cache-dir .kc \
   --variants default,study,alone --processes 5 --out $R/rep/repeatability_product > $R/repeatability.log 2>&1
 stamp "repeatability rc=$?"
