@@ -230,6 +230,11 @@ def cmd_networks(args: argparse.Namespace) -> None:
             result = backend.measure(network, config)
             writer.writerow(_network_row(name, network.fingerprint(), config.key, list(result.samples), pass_no))
             f.flush()
+            # The clocks and power each measurement ran at, beside networks.csv (whose columns replay reads).
+            telemetry = result.extra["timing"].get("telemetry", {})
+            with open(out / "networks_telemetry.jsonl", "a") as side:
+                side.write(json.dumps({"network": name, "config": config.key, "pass": pass_no, **{
+                    key: telemetry[key]["median"] for key in ("sm_mhz", "power_w") if key in telemetry}}) + "\n")
             return (f"{result.ms:.3f} ms ({result.extra['timing']['n_samples']} samples, "
                     f"{result.extra['timing']['stop']})")
         return measure, ""
