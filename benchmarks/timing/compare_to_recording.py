@@ -1,0 +1,72 @@
+"""mlp6 configurations timed by ``record.py networks`` (a networks.csv, perhaps partial) against the
+shipped H200 recording, on the configurations both hold: the rank correlation of their latencies,
+their ratio by fc1's format, and the RMS residual of the layer-additive fit with boundary terms (one
+term per layer and format, one per pair of formats at each boundary: the layerwise sampler's model)
+to each.
+
+    python benchmarks/timing/compare_to_recording.py benchmarks/results/h200_alone_recording/networks.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+
+import numpy as np
+
+MENU = ("fp16", "fp8_e4m3", "int8")
+
+
+def additive_rms(configs: list[tuple[str, ...]], values: np.ndarray) -> float:
+    """RMS residual of the least-squares layer-additive fit with boundary terms, relative to the mean."""
+    n_layers = len(configs[0])
+    columns = n_layers * len(MENU) + (n_layers - 1) * len(MENU) ** 2
+    x = np.zeros((len(configs), columns))
+    for row, config in enumerate(configs):
+        for i, fmt in enumerate(config):
+            x[row, i * len(MENU) + MENU.index(fmt)] = 1
+        for i in range(n_layers - 1):
+            pair = MENU.index(config[i]) * len(MENU) + MENU.index(config[i + 1])
+            x[row, n_layers * len(MENU) + i * len(MENU) ** 2 + pair] = 1
+    coef, *_ = np.linalg.lstsq(x, values, rcond=None)
+    return float(np.sqrt(np.mean((x @ coef - values) ** 2)) / values.mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("networks_csv")
+    args = ap.parse_args()
+    by_config: dict[str, list[float]] = {}
+    for row in csv.DictReader(open(args.networks_csv)):
+        by_config.setdefault(row["config"], []).append(float(row["median_ms"]))
+    measured = {c: statistics.median(v) for c, v in by_config.items()}
+
+    from scipy.stats import spearmanr
+
+    from mpsearch.backends.replay import ReplayBackend
+    from mpsearch.network import preset
+    from mpsearch.space import SearchSpace
+
+    net = preset("mlp6")
+    space = SearchSpace(net, MENU)
+    replay = ReplayBackend("mpsearch/data/recordings/h200", network=net, menu=space.menu)
+    keys = sorted(measured)
+    recorded = {c: replay.measure(net, space.parse_config(c)).ms for c in keys}
+    a = np.array([measured[c] for c in keys])
+    r = np.array([recorded[c] for c in keys])
+    print(f"{len(keys)} configurations in both; rank correlation {spearmanr(a, r).statistic:.3f}")
+    for fmt in MENU:
+        ratios = [measured[c] / recorded[c] for c in keys if c.split(",")[0] == fmt]
+        if ratios:
+            q = statistics.quantiles(ratios, n=20)
+            print(f"fc1 {fmt}: measured / recorded median {statistics.median(ratios):.3f} "
+                  f"(5th-95th percentile {q[0]:.3f}-{q[-1]:.3f}, {len(ratios)} configurations)")
+    configs = [tuple(c.split(",")) for c in keys]
+    print(f"layer-additive fit with boundary terms, RMS residual: measured {additive_rms(configs, a):.2%}, "
+          f"recorded {additive_rms(configs, r):.2%} (same configurations)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
