@@ -177,3 +177,21 @@ def test_a_resume_without_timing_takes_the_stored_regime_and_one_with_another_is
     with pytest.raises(StudyMismatchError, match="timing regime: stored paired, requested sustained"):
         mpsearch.resume("mlp6", trials=1, timing="sustained")
 
+
+
+def test_bench_prints_a_paired_latency_with_its_reference_ratio_and_scale():
+    from mpsearch.cli.bench import render
+    from mpsearch.space import SearchSpace
+
+    net = preset("mlp6")
+    config = SearchSpace(net, MENU).parse_config("int8,int8,int8,int8,int8,int8")
+    scale = _scale(4.0)
+    ms, samples = scaled([0.55, 0.56, 0.57], scale)
+    paired = {"ratio": 0.56, "ratio_ci95": [0.55, 0.57], "target_median_ms": 2.1, "reference_median_ms": 3.75,
+              "scale": scale.to_record()}
+    result = LatencyResult(ms=ms, source="measured", device="NVIDIA H200", samples=samples,
+                           extra={"timing": _measurement(list(samples)).summary(), "paired": paired})
+    text = render(net, config, result)
+    assert "end to end 2.240 ms (measured on NVIDIA H200" in text
+    assert ("against the reference fp16,int8: ratio 0.5600 (95% CI 0.5500-0.5700) x its latency 4.0000 ms, "
+            f"measured alone {scale.date}; in these rounds 2.1000 ms against 3.7500 ms") in text
