@@ -169,6 +169,15 @@ class LatencyBackendConformance:
             caps.name, caps.source, caps.device, caps.arch,
         )
 
+    def test_a_scale_record_is_json_and_adopting_it_back_keeps_it(self, backend: LatencyBackend, network: Network,
+                                                                   configs: list[Config]) -> None:
+        record = backend.scale_record(network)
+        if record is None:
+            pytest.skip("the backend's latencies are not ratios to a reference configuration: it has no scale")
+        assert json.loads(json.dumps(record)) == record, "a scale record must be JSON-able (it is stored with studies)"
+        backend.adopt_scale(network, record, "conformance")
+        assert backend.scale_record(network) == record, "adopting a backend's own scale record must leave it as it was"
+
     def test_result_attrs_are_json(self, backend: LatencyBackend, network: Network, configs: list[Config]) -> None:
         attrs = backend.measure(network, configs[0]).as_attrs()
         assert json.loads(json.dumps(attrs)) == attrs, "trial attributes must be JSON-able"

@@ -7,12 +7,14 @@ from __future__ import annotations
 import pytest
 
 import mpsearch
-from mpsearch.backends.base import LatencyResult
+from mpsearch.backends import config_formats
+from mpsearch.backends.base import BackendCapabilities, LatencyResult
 from mpsearch.backends.scale import LatencyScale, reference_formats, scaled
 from mpsearch.backends.timing import Measurement
 from mpsearch.errors import StudyMismatchError, UnsupportedConfigError
 from mpsearch.network import preset
 from mpsearch.search.record import SPEC_KEY, read_spec
+from mpsearch.testing import LatencyBackendConformance
 from tests.fakes import FakeBackend
 
 MENU = ("fp16", "fp8_e4m3", "int8")
@@ -89,6 +91,7 @@ class ScaledBackend(FakeBackend):
 
     def __init__(self, own_ms: float, timing: str | None = None):
         super().__init__(device="NVIDIA H200")
+        self._caps = BackendCapabilities("fake", "measured", "NVIDIA H200", 90, frozenset(MENU))
         self.own_ms, self.timing = own_ms, timing
         self.scales: dict[str, LatencyScale] = {}
         self.measured_scales = 0
@@ -113,7 +116,16 @@ class ScaledBackend(FakeBackend):
                          where)
         self.scales[network.fingerprint()] = scale
 
+    def _refuse_unpriced(self, formats):
+        unpriced = sorted(set(formats) - self.capabilities.formats)
+        if unpriced:
+            raise UnsupportedConfigError(f"the fake backend cannot price {', '.join(unpriced)}")
+
+    def prepare(self, network, menu):
+        self._refuse_unpriced(menu)
+
     def measure(self, network, config):
+        self._refuse_unpriced(config_formats(network, config))  # also refuses a configuration of another network
         ratio = super().measure(network, config).ms
         ms, samples = scaled([ratio], self._scale(network))
         return LatencyResult(ms=ms, source="measured", device=self.capabilities.device, samples=samples,
@@ -195,3 +207,11 @@ def test_bench_prints_a_paired_latency_with_its_reference_ratio_and_scale():
     assert "end to end 2.240 ms (measured on NVIDIA H200" in text
     assert ("against the reference fp16,int8: ratio 0.5600 (95% CI 0.5500-0.5700) x its latency 4.0000 ms, "
             f"measured alone {scale.date}; in these rounds 2.1000 ms against 3.7500 ms") in text
+
+
+class TestScaledBackendConformance(LatencyBackendConformance):
+    """The shipped conformance suite checks a backend with a scale (the tests above rely on it)."""
+
+    @pytest.fixture
+    def make_backend(self):
+        return lambda: ScaledBackend(own_ms=2.0)
