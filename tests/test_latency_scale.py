@@ -157,6 +157,13 @@ def test_a_new_study_stores_the_scale_its_backend_measured(backends):
     assert _latencies_on(result.study, 2.0) == pytest.approx([1.0] * 3)
 
 
+def test_an_enumeration_stores_its_scale_and_measures_every_configuration_on_it(backends):
+    tiny = {"name": "tiny", "batch": 64, "sizes": [256, 128, 64, 32]}
+    result = mpsearch.enumerate(tiny, backend="fake", formats=",".join(MENU))
+    assert read_spec(result.study).backend["latency_scale"]["ms"] == 2.0 and backends[0].measured_scales == 1
+    assert _latencies_on(result.study, 2.0) == pytest.approx([1.0] * 27)
+
+
 def test_a_resume_measures_on_the_stored_scale_not_its_own(backends):
     mpsearch.search("mlp6", trials=3, backend="fake", seed=0)
     result = mpsearch.resume("mlp6", trials=3)
