@@ -15,7 +15,7 @@ Contract for implementers (``mpsearch.testing`` checks it for the built-in backe
   the GPU the number belongs to (measured on, recorded on, or modelled for).
 - :meth:`close` frees resources; measuring after close is not required to work.
 - A backend whose latencies are ratios to a reference configuration times a scale (the GPU
-  backends in the sustained regime, :mod:`mpsearch.backends.scale`) returns the scale's record from
+  backends with ``--timing paired``, :mod:`mpsearch.backends.scale`) returns the scale's record from
   :meth:`scale_record` (measuring it on first call), and takes a stored one in :meth:`adopt_scale`,
   so that every process measuring one study reports on one scale. Others keep the defaults: no
   record, and nothing to adopt.

@@ -3,7 +3,7 @@
 Under its power cap a GPU's SM clock settles at a different level in each process, and keeps moving
 within one, by several percent: a configuration timed alone, twice, can differ by more than two
 configurations a search must tell apart. Two launches timed milliseconds apart run at the same clock,
-so a GPU backend in the sustained regime times each configuration alternately with one *reference*
+so with ``--timing paired`` a GPU backend times each configuration alternately with one *reference*
 configuration and keeps the ratio of the two (:func:`~mpsearch.backends.timing.measure_against_reference`).
 
 The latency it reports is that ratio times the *scale*: the reference's latency, measured once, for
@@ -11,7 +11,10 @@ a long window, when a study is created. The scale is stored with the study, and 
 measures the study (a resume, a worker on another GPU of the same model) multiplies its ratios by
 the stored value, so all the study's latencies sit on one scale. The ratio repeats where a latency
 alone does not; the scale's absolute level still carries the power state of the moment it was
-measured (a few percent), which every trial of the study shares.
+measured (a few percent), which every trial of the study shares. And the pair runs at the clock
+the two launches' power allows, not at the configuration's own: under a power cap, a configuration
+that draws much less power than the reference (an int8 chain against an fp16-heavy reference) is
+reported slower than it runs alone, by 12-21 % on an H200. So timing alone stays the default.
 
 This module holds the pure parts (which configuration is the reference, the stored record, the
 arithmetic), tested without a GPU; :class:`~mpsearch.backends.gpu.base.GpuBackend` measures.
