@@ -12,9 +12,7 @@
 set -u
 source "$(dirname "$0")/prelude.sh"
 export MPSEARCH_LOCAL_SEARCH=0
-tar xJf .kct/kc.tar.xz
-gpu_state
-stamp "ready $(ls .kc | wc -l) cache files"
+warm_start
 timeout 200 python3 -m pytest -q -p no:cacheprovider -rA tests/gpu/test_cutlass_gpu.py \
   -k "consecutive_paired or timed_against_itself or adopted_scale or end_to_end or warm_rerun" > $R/gpu_tests.txt 2>&1
 stamp "gpu tests rc=$? $(tail -1 $R/gpu_tests.txt)"; save

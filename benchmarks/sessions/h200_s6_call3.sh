@@ -9,9 +9,7 @@
 set -u
 source "$(dirname "$0")/prelude.sh"
 export MPSEARCH_LOCAL_SEARCH=0
-tar xJf .kct/kc.tar.xz
-gpu_state
-stamp "ready"
+warm_start
 timeout $(( $(left) - 20 )) python3 benchmarks/record.py networks --menus default --cache-dir .kc --out $R/alone \
   --configs benchmarks/sessions/h200_s6_configs.txt --passes 5 --deadline-s $(( $(left) - 40 )) > $R/networks.log 2>&1
 stamp "networks rc=$? $(wc -l < $R/alone/networks.csv) rows"

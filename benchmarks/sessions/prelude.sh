@@ -16,6 +16,9 @@ cold_start() {
   timeout 240 python3 benchmarks/kernels/build_cache.py --cache-dir .kc --groups default --jobs 16 > $R/compile.log 2>&1
   stamp "compile rc=$? $(grep -c ' ok' $R/compile.log) ok lines"; save
 }
+# The same with the kernel cache a previous call returned, carried in as .kct/kc.tar.xz (extracted in
+# every call: a warm machine does not keep it).
+warm_start() { tar xJf .kct/kc.tar.xz; gpu_state; stamp "ready $(ls .kc | wc -l) cache files"; }
 # A 12-trial mlp6 study through the CLI, resumed for 4 more, and its timing record (arguments: extra
 # search options): what session 6 checked of the stored latency scale.
 cli_study() {
