@@ -34,10 +34,10 @@ def ranks(values: dict[str, float]) -> dict[str, int]:
 
 
 def spearman(a: dict[str, float], b: dict[str, float]) -> float:
+    from scipy.stats import spearmanr
+
     keys = sorted(set(a) & set(b))
-    ra, rb = ranks({k: a[k] for k in keys}), ranks({k: b[k] for k in keys})
-    n = len(keys)
-    return 1 - 6 * sum((ra[k] - rb[k]) ** 2 for k in keys) / (n * (n * n - 1))
+    return float(spearmanr([a[k] for k in keys], [b[k] for k in keys]).statistic)
 
 
 def main() -> None:
