@@ -2,7 +2,7 @@
 shipped H200 recording, on the configurations both hold: the rank correlation of their latencies,
 their ratio by fc1's format, and the RMS residual of the layer-additive fit with boundary terms (one
 term per layer and format, one per pair of formats at each boundary: the layerwise sampler's model)
-to each.
+to each (``recording_quality.additive_rms``).
 
     python benchmarks/timing/compare_to_recording.py benchmarks/results/h200_alone_recording/networks.csv
 """
@@ -15,23 +15,9 @@ import statistics
 import sys
 
 import numpy as np
+from recording_quality import additive_rms
 
 MENU = ("fp16", "fp8_e4m3", "int8")
-
-
-def additive_rms(configs: list[tuple[str, ...]], values: np.ndarray) -> float:
-    """RMS residual of the least-squares layer-additive fit with boundary terms, relative to the mean."""
-    n_layers = len(configs[0])
-    columns = n_layers * len(MENU) + (n_layers - 1) * len(MENU) ** 2
-    x = np.zeros((len(configs), columns))
-    for row, config in enumerate(configs):
-        for i, fmt in enumerate(config):
-            x[row, i * len(MENU) + MENU.index(fmt)] = 1
-        for i in range(n_layers - 1):
-            pair = MENU.index(config[i]) * len(MENU) + MENU.index(config[i + 1])
-            x[row, n_layers * len(MENU) + i * len(MENU) ** 2 + pair] = 1
-    coef, *_ = np.linalg.lstsq(x, values, rcond=None)
-    return float(np.sqrt(np.mean((x @ coef - values) ** 2)) / values.mean())
 
 
 def main() -> None:
@@ -64,8 +50,8 @@ def main() -> None:
             print(f"fc1 {fmt}: measured / recorded median {statistics.median(ratios):.3f} "
                   f"(5th-95th percentile {q[0]:.3f}-{q[-1]:.3f}, {len(ratios)} configurations)")
     configs = [tuple(c.split(",")) for c in keys]
-    print(f"layer-additive fit with boundary terms, RMS residual: measured {additive_rms(configs, a):.2%}, "
-          f"recorded {additive_rms(configs, r):.2%} (same configurations)")
+    print(f"layer-additive fit with boundary terms, RMS residual: measured {additive_rms(configs, a, MENU):.2%}, "
+          f"recorded {additive_rms(configs, r, MENU):.2%} (same configurations)")
 
 
 if __name__ == "__main__":
