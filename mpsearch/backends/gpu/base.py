@@ -30,7 +30,7 @@ from typing import Any, Callable
 from mpsearch import __version__
 from mpsearch.backends.base import MEASURED, LatencyBackend, LatencyResult
 from mpsearch.backends.scale import SCALE_SAMPLE_S, LatencyScale, reference_formats, scaled
-from mpsearch.backends.timing import SUSTAINED, Measurement, PairedMeasurement, TimingProtocol
+from mpsearch.backends.timing import SUSTAINED, Measurement, PairedMeasurement, TimingProtocol, median_ci
 from mpsearch.errors import BackendUnavailableError, KernelCheckError, UnsupportedConfigError
 from mpsearch.network import Network, Op
 from mpsearch.space import Config
@@ -258,8 +258,8 @@ class GpuBackend(LatencyBackend):
             _, samples = scaled(pair.ratios, scale)
             t = pair.target
             m = Measurement(list(samples), t.regime, t.stop, t.warmup, t.telemetry, t.telemetry_absent, t.seconds)
-            summary = pair.summary()
-            paired = {"ratio": summary["ratio"], "ratio_ci95": summary["ratio_ci95"],
+            lo, hi = median_ci(pair.ratios)
+            paired = {"ratio": round(pair.ratio, 6), "ratio_ci95": [round(lo, 6), round(hi, 6)],
                       "target_median_ms": round(t.median_ms, 6), "reference_median_ms": round(pair.reference.median_ms, 6),
                       "scale": scale.to_record()}
             how = (f"end to end, sustained regime, timed alternately with the reference {','.join(scale.formats)} "
