@@ -34,6 +34,7 @@ import pytest
 
 from mpsearch.network import Layer, Network
 from mpsearch.objectives import CapacityObjective, LatencyObjective
+from mpsearch.search.interrupts import recorded_interrupts
 from mpsearch.search.record import CONFIG_ATTR, FAIL_ATTR, REPEAT_ATTR, WORKER_ATTR
 from mpsearch.search.run import Budget, run_search
 from mpsearch.search.storage import open_storage
@@ -91,13 +92,15 @@ def _work(s, out: Path, seed: int, sleep_s: float, coordinator: dict, budget: di
             from mpsearch.search import journal
 
             journal.JOURNAL_LOCK_GRACE_S = lock_grace_s
-        study = optuna.load_study(study_name=s.name, storage=open_storage(s.url),
-                                  sampler=optuna.samplers.RandomSampler(seed=seed))
-        backend = MarkingBackend(out.with_suffix(".measuring"), sleep_s=sleep_s)
-        if worker is not None:
-            coordinator = {**coordinator, "worker": worker}
-        outcome = run_search(study, SPACE, [LatencyObjective(backend), CapacityObjective()], Budget(**budget),
-                             progress=False, device=backend.capabilities.device, coordinator=Coordinator(**coordinator))
+        with recorded_interrupts():  # as the CLI runs `mpsearch worker`
+            study = optuna.load_study(study_name=s.name, storage=open_storage(s.url),
+                                      sampler=optuna.samplers.RandomSampler(seed=seed))
+            backend = MarkingBackend(out.with_suffix(".measuring"), sleep_s=sleep_s)
+            if worker is not None:
+                coordinator = {**coordinator, "worker": worker}
+            outcome = run_search(study, SPACE, [LatencyObjective(backend), CapacityObjective()], Budget(**budget),
+                                 progress=False, device=backend.capabilities.device,
+                                 coordinator=Coordinator(**coordinator))
         out.write_text(json.dumps({"measured": outcome.measured, "lost_tells": outcome.lost_tells,
                                    "stop": outcome.stop_reason}))
     except KeyboardInterrupt:
@@ -191,7 +194,8 @@ def test_kill_minus_nine_at_random_moments_hangs_nothing_loses_nothing_and_measu
     time.sleep(0.5)
     os.kill(survivor.pid, signal.SIGINT)
     survivor.join(60)
-    assert survivor.exitcode == 130 and result(survivor) == {"interrupted": True}
+    # The outcome first: a crash shows its traceback, not only its exit status.
+    assert result(survivor) == {"interrupted": True} and survivor.exitcode == 130
     finish(s)
 
     study = load(s)
@@ -232,7 +236,7 @@ def test_pausing_a_worker_crashes_no_worker_and_measures_nothing_twice(shared):
         os.kill(w.pid, signal.SIGINT)
     for w in workers:
         w.join(60)
-        assert w.exitcode == 130 and result(w) == {"interrupted": True}  # stopped by us, never crashed
+        assert result(w) == {"interrupted": True} and w.exitcode == 130  # stopped by us, never crashed
     finish(s)
     study = load(s)
     assert_nothing_measured_twice(study)

@@ -1,6 +1,10 @@
 """The search loop's promises: budgets count measurements, nothing is measured twice, failures are
 recorded and the study goes on, unsupported configurations become infeasible, and stops say why."""
 
+import os
+import signal
+import time
+
 import optuna
 import pytest
 
@@ -10,6 +14,7 @@ from mpsearch.network import Layer, Network
 from mpsearch.objectives import CapacityObjective, LatencyObjective
 from mpsearch.search import attrs
 from mpsearch.search.attrs import CONFIG, REPEAT
+from mpsearch.search.interrupts import recorded_interrupts
 from mpsearch.search.record import is_feasible
 from mpsearch.search.run import Budget, run_search
 from mpsearch.space import SearchSpace
@@ -188,3 +193,76 @@ def test_the_claim_check_finds_exactly_the_other_trials_of_the_same_configuratio
     assert [t._trial_id for t in found] == [made["done"], made["running"]]
     assert [t.state for t in found] == [S.COMPLETE, S.RUNNING]
     assert trials_of_config(study, "int8,int8", (S.COMPLETE, S.RUNNING)) == []
+
+
+class ControlCInAFinalizer:
+    """An object whose finalizer is cut short by Ctrl-C, as a connection pool's can be during a garbage
+    collection: Python prints that KeyboardInterrupt ("Exception ignored in ...") and drops it."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # where the interrupt is raised, inside this finalizer
+
+
+class SwallowsControlC(CountingBackend):
+    """Gets Ctrl-C swallowed by a finalizer during its ``at``-th measurement, which succeeds."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def measure(self, network, config):
+        if sum(self.calls.values()) + 1 == self.at:
+            ControlCInAFinalizer()  # collected at once
+        return super().measure(network, config)
+
+
+@pytest.fixture
+def default_sigint_handler():
+    """Python's own SIGINT handler, whatever the runner installed."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_control_c_swallowed_by_a_finalizer_still_stops_the_search_after_the_measurement(default_sigint_handler):
+    backend = SwallowsControlC(at=3)
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    with pytest.raises(KeyboardInterrupt):
+        run_search(study, SearchSpace(NET, ("fp16", "int8")), [LatencyObjective(backend), CapacityObjective()],
+                   Budget(trials=8), progress=False)
+    # The interrupted measurement is kept; nothing after it is measured.
+    assert sum(backend.calls.values()) == 3
+    assert len([t for t in study.trials if t.state == COMPLETE]) == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the search's own handler is gone
+
+
+def test_an_error_after_a_swallowed_control_c_reads_as_the_interruption(default_sigint_handler):
+    def storage_broken_by_the_interrupt(trial):
+        raise RuntimeError("can't change 'autocommit' now: connection in transaction status ACTIVE")
+
+    backend = SwallowsControlC(at=1)
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    with pytest.raises(KeyboardInterrupt) as caught:
+        run_search(study, SearchSpace(NET, ("fp16", "int8")), [LatencyObjective(backend), CapacityObjective()],
+                   Budget(trials=8), progress=False, on_trial=storage_broken_by_the_interrupt)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+def test_an_error_without_control_c_is_not_taken_for_an_interruption(default_sigint_handler):
+    def bug(trial):
+        raise RuntimeError("a bug in the caller's callback")
+
+    backend, space, objectives, study = setup()
+    with pytest.raises(RuntimeError, match="a bug in the caller's callback"):
+        run_search(study, space, objectives, Budget(trials=8), progress=False, on_trial=bug)
+
+
+def test_a_control_c_swallowed_before_the_search_began_stops_it_before_any_measurement(default_sigint_handler):
+    """As under the CLI, which records interrupts for the whole command (loading the study, preparing kernels)."""
+    backend, space, objectives, study = setup()
+    with pytest.raises(KeyboardInterrupt), recorded_interrupts():
+        ControlCInAFinalizer()
+        run_search(study, space, objectives, Budget(trials=8), progress=False)
+    assert backend.calls == {}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

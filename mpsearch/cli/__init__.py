@@ -14,6 +14,7 @@ import warnings
 
 from mpsearch import __version__
 from mpsearch.errors import MpsearchError
+from mpsearch.search.interrupts import recorded_interrupts
 
 # Sub-command modules, imported when the parser is built; each must import nothing heavy at module
 # level (no optuna samplers' torch, no CUDA, no matplotlib) so that `mpsearch --help` stays light.
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _warning_line
     _quiet_optuna()
     try:
-        return int(args.func(args) or 0)
+        # Also a Ctrl-C that a library swallowed in a finalizer stops the command (mpsearch.search.interrupts).
+        with recorded_interrupts():
+            return int(args.func(args) or 0)
     except MpsearchError as err:
         if args.debug:
             raise

@@ -38,6 +38,7 @@ from mpsearch.search.record import (
 )
 from mpsearch.search.study import store_reference_point
 from mpsearch.search.workers import COLLISION_ATTR, MEASURE_START_ATTR, RETRY_ATTR, Coordinator
+from mpsearch.search.interrupts import recorded_interrupts
 from mpsearch.search.lookups import ConfigIndex, measured_config_ids, trials_of_config
 from mpsearch.search.writes import buffered
 from mpsearch.space import SearchSpace
@@ -133,6 +134,14 @@ def run_search(
     study-wide budget; the default one (no study budget) is right for a single process too: it
     re-measures the trials a killed earlier run left RUNNING.
     """
+    with recorded_interrupts() as stop_if_interrupted:
+        return _run_search(study, space, objectives, budget, progress, device, on_trial, coordinator,
+                           stop_if_interrupted)
+
+
+def _run_search(study: Any, space: SearchSpace, objectives: Sequence[Objective], budget: Budget, progress: bool,
+                device: str, on_trial: Callable[[Any], None] | None, coordinator: Coordinator | None,
+                stop_if_interrupted: Callable[[], None]) -> SearchOutcome:
     import optuna
 
     coord = coordinator or Coordinator()
@@ -190,6 +199,7 @@ def run_search(
 
     try:
         while True:
+            stop_if_interrupted()  # a Ctrl-C that a library's finalizer swallowed
             if budget.trials is not None and outcome.measured >= budget.trials:
                 return stop(f"trial budget reached ({budget.trials} measurements)")
             if budget.timeout_s is not None and time.monotonic() - start >= budget.timeout_s:
