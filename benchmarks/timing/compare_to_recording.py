@@ -1,10 +1,10 @@
-"""mlp6 configurations timed by ``record.py networks`` (a networks.csv, perhaps partial) against the
-shipped H200 recording, on the configurations both hold: the rank correlation of their latencies,
+"""mlp6 configurations timed by ``record.py networks`` (a networks.csv, perhaps partial) against a
+recording (by default the H200 recording timed against a reference, ``benchmarks/results/h200_recording/``), on the configurations both hold: the rank correlation of their latencies,
 their ratio by fc1's format, and the RMS residual of the layer-additive fit with boundary terms (one
 term per layer and format, one per pair of formats at each boundary: the layerwise sampler's model)
 to each (``recording_quality.additive_rms``).
 
-    python benchmarks/timing/compare_to_recording.py benchmarks/results/h200_alone_recording/networks.csv
+    python benchmarks/timing/compare_to_recording.py mpsearch/data/recordings/h200/networks.csv
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ MENU = ("fp16", "fp8_e4m3", "int8")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("networks_csv")
+    ap.add_argument("--recording", default="benchmarks/results/h200_recording", help="the recording compared with")
     args = ap.parse_args()
     by_config: dict[str, list[float]] = {}
     for row in csv.DictReader(open(args.networks_csv)):
@@ -37,7 +38,7 @@ def main() -> None:
 
     net = preset("mlp6")
     space = SearchSpace(net, MENU)
-    replay = ReplayBackend("mpsearch/data/recordings/h200", network=net, menu=space.menu)
+    replay = ReplayBackend(args.recording, network=net, menu=space.menu)
     keys = sorted(measured)
     recorded = {c: replay.measure(net, space.parse_config(c)).ms for c in keys}
     a = np.array([measured[c] for c in keys])

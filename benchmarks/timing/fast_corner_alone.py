@@ -1,8 +1,9 @@
-"""The H200 recording's fast corner timed alone, against the recording (timed against a reference).
+"""The fast corner of the H200 recording timed against a reference, timed alone and compared with it.
 
 Reads a folder written by ``record.py networks`` without ``--reference`` (``alone_networks.csv``,
 ``alone_telemetry.jsonl``) and with it (``paired.csv``, same session, same configurations), and
-the shipped H200 recording through the replay backend. Per configuration:
+that recording (``benchmarks/results/h200_recording/``, shipped until the recording timed alone
+replaced it) through the replay backend. Per configuration:
 
 - alone: the median over passes of each pass's median, the spread of the pass medians (max/min),
   and the median SM clock;
@@ -27,6 +28,7 @@ from pathlib import Path
 
 REFERENCE = "fp16,int8,fp8_e4m3,fp16,int8,fp8_e4m3"
 THRESHOLD_POINT = "int8,int8,int8,fp8_e4m3,fp16,int8"
+PAIRED_RECORDING = "benchmarks/results/h200_recording"
 
 
 def ranks(values: dict[str, float]) -> dict[str, int]:
@@ -67,7 +69,7 @@ def main() -> None:
 
     net = preset("mlp6")
     space = SearchSpace(net, ("fp16", "fp8_e4m3", "int8"))
-    replay = ReplayBackend("mpsearch/data/recordings/h200", network=net, menu=space.menu)
+    replay = ReplayBackend(PAIRED_RECORDING, network=net, menu=space.menu)
 
     alone = {c: statistics.median(v) for c, v in by_pass.items()}
     ref_ms = alone[REFERENCE]
