@@ -21,7 +21,7 @@ hundreds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -129,6 +129,9 @@ class Posterior:
     noise: np.ndarray  # (S,) noise standard deviation per sample
     hyper: Hyper  # the likeliest grid point
     loo_rms: float = math.inf  # RMS leave-one-out prediction error (inf without data)
+    # Each measurement's leave-one-out error (measured - predicted from the others), raw units: how
+    # far off a prediction for a configuration not in the data has been, outliers included.
+    loo_errors: np.ndarray = field(default_factory=lambda: np.zeros(0))
     residual: Residual | None = None  # None: every kept grid point is additive
     kept: tuple[Hyper, ...] = ()  # grid points with weight: a later fit may re-weight only these
 
@@ -289,9 +292,11 @@ def fit(x: np.ndarray, onehot: np.ndarray, y: np.ndarray, structure: Structure, 
     best = grid[int(np.argmax(weights))]
     # Leave-one-out errors of the likeliest model: how far off a prediction for a configuration
     # not in the data is, residual and model error together.
-    loo_rms = float(np.sqrt(np.mean(leave_one_out(best)[0] ** 2)))
+    loo_errors = leave_one_out(best)[0]
+    loo_rms = float(np.sqrt(np.mean(loo_errors ** 2)))
     residual = Residual(onehot, structure, y_std, parts) if parts else None
     post = _to_raw(mean, samples, noise, best, y_mean, y_std, loo_rms)
+    post.loo_errors = loo_errors * y_std
     post.residual = residual
     post.kept = tuple(grid[g] for g in keep_list)
     return post

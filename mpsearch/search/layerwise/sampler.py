@@ -176,21 +176,28 @@ class LayerwiseSampler(_optuna_samplers.BaseSampler):
                 out[:, :, i] += post.residual.mean_std(onehot)[0][None, :]
         return out
 
-    def predict_samples(self, codes: np.ndarray, posts: list[Posterior], rng: np.random.Generator) -> np.ndarray:
+    def predict_samples(self, codes: np.ndarray, posts: list[Posterior], rng: np.random.Generator,
+                        measured_errors: bool = False) -> np.ndarray:
         """(S, C, M) draws of what measuring each configuration would return: a posterior sample of
-        the additive part, the non-additive part's posterior, and the noise."""
+        the additive part, the non-additive part's posterior, and the noise. ``measured_errors``: the
+        noise is instead one of the model's leave-one-out errors on the measurements (how far the
+        prediction of a measured configuration from the others was off), picked at random, so an
+        unmeasured configuration can deviate as far as a measured one did, heavy tails included."""
         s = len(posts[0].samples) if posts else 1
         out = np.empty((s, len(codes), len(self.directions)))
         out[:] = self.exact_values(codes)[None]
         onehot = self._structure.onehot(codes) if any(p.residual for p in posts) else None
         for post, i in zip(posts, self._modelled):
             out[:, :, i] = self._structure.predict(codes, post.samples)
-            spread = np.broadcast_to(post.noise[:, None], (s, len(codes)))
+            empirical = measured_errors and len(post.loo_errors) > 0
+            spread = np.zeros((s, len(codes))) if empirical else np.broadcast_to(post.noise[:, None], (s, len(codes)))
             if post.residual is not None:
                 mean, std = post.residual.mean_std(onehot)
                 out[:, :, i] += mean[None, :]
                 spread = np.sqrt(spread ** 2 + std[None, :] ** 2)
             out[:, :, i] += rng.standard_normal((s, len(codes))) * spread
+            if empirical:
+                out[:, :, i] += rng.choice(post.loo_errors, (s, len(codes)))
         return out
 
     def exact_values(self, codes: np.ndarray) -> np.ndarray:
