@@ -336,6 +336,8 @@ def exp_stop(args) -> tuple[pd.DataFrame, list[str]]:
              "mlp6": (rec.space, lambda c: (rec.latency(c), float(capacity(rec.space.network, c))), rec.true, None, None)}
     rows = []
     for label, (space, evaluate, true_latency, ref, front) in cases.items():
+        if label not in args.stop_spaces.split(","):
+            continue
         if ref is None:
             points = np.array([[true_latency[c.key], capacity(space.network, c)] for c in space.all_configs()])
             ref, true_hv, _ = _hv_setup(points, LAT_CAP)
@@ -539,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proxy-samplers", default="layerwise,gp")
     p.add_argument("--proxy-names", default="threshold,product,pairwise", help="proxies of the proxies experiment")
     p.add_argument("--stop-budget", type=int, default=100)
+    p.add_argument("--stop-spaces", default="pyramid72,mlp6", help="spaces of the stop experiment")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.node() and 'CPU dev box'}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
