@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Continue the shipped H200 recording of mlp6, timed alone (mpsearch/data/recordings/h200/networks.csv,
-# its NVML readings in benchmarks/results/h200_alone_recording/), on an H200: up
-# to PASSES passes over the 729 configurations of the default menu, each pass in its own shuffled
-# order, skipping the (configuration, pass) rows already recorded. Carry .whl and .kct (a kernel
-# cache, or none: the default menu is then compiled first, about 200 s on 16 cores). The grown
-# folder comes back in $OUT/res.tgz (res/alone_rec/); copy its networks.csv over the recording's and its
-# networks_telemetry.jsonl over the one in benchmarks/results/h200_alone_recording/. About 0.3-0.45 s per configuration.
+# Continue the shipped H200 recording of mlp6, timed alone (mpsearch/data/recordings/h200/networks.csv;
+# its NVML readings are in benchmarks/results/h200_alone_recording/), on an H200: up to PASSES passes
+# over the 729 configurations of the default menu, each pass in its own shuffled order, skipping the
+# (configuration, pass) rows already recorded. Carry .whl and .kct (a kernel cache, or none: the
+# default menu is then compiled first, about 200-230 s on 16 cores). The grown folder comes back in
+# $OUT/res.tgz (res/alone_rec/): copy its networks.csv over the recording's, and its
+# networks_telemetry.jsonl over the one in benchmarks/results/h200_alone_recording/. About 0.36 s per
+# configuration once the kernels are tuned.
 #   PASSES=5 BUDGET=570 bash benchmarks/sessions/alone_recording_continue.sh
 set -u
 source "$(dirname "$0")/prelude.sh"

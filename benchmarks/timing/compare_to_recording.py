@@ -1,8 +1,9 @@
 """mlp6 configurations timed by ``record.py networks`` (a networks.csv, perhaps partial) against a
-recording (by default the H200 recording timed against a reference, ``benchmarks/results/h200_recording/``), on the configurations both hold: the rank correlation of their latencies,
-their ratio by fc1's format, and the RMS residual of the layer-additive fit with boundary terms (one
-term per layer and format, one per pair of formats at each boundary: the layerwise sampler's model)
-to each (``recording_quality.additive_rms``).
+recording (by default the H200 recording timed against a reference, ``benchmarks/results/h200_recording/``),
+on the configurations both hold: the rank correlation of their latencies, their ratio by fc1's
+format, and the RMS residual of the layer-additive fit with boundary terms (one term per layer and
+format, one per pair of formats at each boundary: the layerwise sampler's model) to each
+(``recording_quality.additive_rms``).
 
     python benchmarks/timing/compare_to_recording.py mpsearch/data/recordings/h200/networks.csv
 """
