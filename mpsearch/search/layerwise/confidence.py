@@ -22,9 +22,9 @@ def front_confidence(sampler: Any, study: Any, target_fraction: float) -> float:
 
     For each posterior sample, the unmeasured configurations that could be on the true front get a
     draw of what measuring them would return (the sample's additive part, the non-additive part's
-    posterior, and one of the model's leave-one-out errors on the measurements): every configuration in a space of up to ``_ENUMERATE_UP_TO``, else the
-    Pareto-DP fronts of a few samples and of the mean and (up to ``max_candidates`` × 5 of) their
-    one-decision neighbours.
+    posterior, and one of the model's leave-one-out errors on the measurements): every configuration
+    in a space of up to ``_ENUMERATE_UP_TO``, else the Pareto-DP fronts of a few samples and of the
+    mean and (up to ``max_candidates`` × 5 of) their one-decision neighbours.
     The true front is their front together with the measured points; the fraction is
     HV(measured front) / HV(true front), against the study's reference point (or the model's).
     Configurations that probably cannot run are left out of the true front.
